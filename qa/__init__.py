@@ -1,0 +1,12 @@
+"""Citation-first question answering: verbatim passages with checkable citations.
+
+Data flows one way through the modules:
+sources → cleaning → chunking → embedding / lexical → store → indexing → retrieval → citations → api / web / cli.
+"""
+import os
+
+# No network at any time: the model is loaded from a bundled path and Chroma must not phone home.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

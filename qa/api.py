@@ -1,0 +1,137 @@
+"""JSON HTTP API: ask, sources, health, OpenAPI. Every error is `{"error": {"code", "message"}}`."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from qa.openapi import openapi_document
+from qa.service import QAService, ServiceUnavailable
+
+MAX_QUESTION_CHARS = 1000
+MAX_K = 50
+DEFAULT_K = 5
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str):
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def _service() -> QAService:
+    return current_app.extensions["qa"]
+
+
+def validate_question(value) -> str:
+    if value is None:
+        raise ApiError(400, "missing_question", "a question is required: JSON field 'question' or query parameter 'q'")
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_type", f"'question' must be a string, not {type(value).__name__}")
+    question = value.strip()
+    if not question:
+        raise ApiError(400, "empty_question", "the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ApiError(400, "question_too_long", f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    if "\x00" in question:
+        raise ApiError(400, "invalid_question", "the question contains a NUL character")
+    return question
+
+
+def validate_k(value) -> int:
+    if value is None:
+        return DEFAULT_K
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {value!r}")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {type(value).__name__}")
+    if not 1 <= value <= MAX_K:
+        raise ApiError(400, "k_out_of_range", f"'k' must be from 1 to {MAX_K}, not {value}")
+    return value
+
+
+def _ask(question, k):
+    question, k = validate_question(question), validate_k(k)
+    return jsonify(_service().ask(question, k))
+
+
+@api.get("/ask")
+def ask_get():
+    unknown = set(request.args) - {"q", "k"}
+    if unknown:
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    return _ask(request.args.get("q"), request.args.get("k"))
+
+
+@api.post("/ask")
+def ask_post():
+    body = request.get_json(force=True, silent=True, cache=False)
+    if body is None and request.get_data(cache=True) != b"null":
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object such as {\"question\": \"...\", \"k\": 5}")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object, not " + type(body).__name__)
+    unknown = set(body) - {"question", "k"}
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    return _ask(body.get("question"), body.get("k"))
+
+
+@api.get("/sources")
+def sources():
+    return jsonify({"sources": _service().sources()})
+
+
+@api.get("/sources/<path:source_id>")
+def source(source_id: str):
+    # Ids come from the index only; a path-like id is just an unknown id and touches no file.
+    found = _service().source(source_id)
+    if found is None:
+        raise ApiError(404, "unknown_source", f"no source with id {source_id!r}; GET /api/sources lists them")
+    return jsonify(found)
+
+
+@api.get("/health")
+def health():
+    status = _service().health()
+    return jsonify(status), 200 if status["status"] == "ok" else 503
+
+
+@api.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document())
+
+
+@api.errorhandler(ApiError)
+def _api_error(err: ApiError):
+    return error_response(err.status, err.code, err.message)
+
+
+@api.errorhandler(ServiceUnavailable)
+def _unavailable(err: ServiceUnavailable):
+    return error_response(503, "index_unavailable", str(err))
+
+
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+              415: "unsupported_media_type", 431: "headers_too_large"}
+
+
+def http_error_json(err: HTTPException):
+    code = HTTP_CODES.get(err.code or 500, "http_error")
+    message = {
+        404: f"no such route: {request.method} {request.path}",
+        405: f"method {request.method} is not allowed on {request.path}",
+        413: "the request body is larger than 16 KiB",
+    }.get(err.code or 500, err.description or "request rejected")
+    response = error_response(err.code or 500, code, message)
+    if err.code == 405 and err.valid_methods:
+        response.headers["Allow"] = ", ".join(err.valid_methods)
+    return response

@@ -1,0 +1,58 @@
+"""Turn retrieval hits into citations a reader can verify: `source_text[start:end] == text`.
+
+Usage:
+    >>> citations = cite(index, answer)
+    >>> citation_json(citations[0])["span"]
+    {'start': 312, 'end': 871}
+"""
+from __future__ import annotations
+
+from qa.data import Answer, Citation, SourceMeta
+from qa.indexing import LoadedIndex
+
+
+def cite(index: LoadedIndex, answer: Answer) -> list[Citation]:
+    out = []
+    for rank, hit in enumerate(answer.hits, start=1):
+        source = index.sources[hit.chunk.source_id]
+        start, end = hit.highlight
+        out.append(
+            Citation(
+                rank=rank,
+                score=round(hit.score, 6),
+                relevance=round(hit.relevance, 4),
+                text=source.text[hit.chunk.start : hit.chunk.end],
+                source=source.meta,
+                span=(hit.chunk.start, hit.chunk.end),
+                highlight=(start, end),
+                highlight_text=source.text[start:end],
+            )
+        )
+    return out
+
+
+def source_json(meta: SourceMeta) -> dict:
+    return {"id": meta.id, "title": meta.title, "outlet": meta.outlet, "author": meta.author,
+            "published": meta.published, "url": meta.url}
+
+
+def citation_json(c: Citation) -> dict:
+    return {
+        "rank": c.rank,
+        "score": c.score,
+        "relevance": c.relevance,
+        "text": c.text,
+        "source": source_json(c.source),
+        "span": {"start": c.span[0], "end": c.span[1]},
+        "highlight": {"start": c.highlight[0], "end": c.highlight[1], "text": c.highlight_text},
+    }
+
+
+def plain_citation(c: Citation) -> str:
+    """One line to paste into notes: the quote, then outlet, title, date and url where known."""
+    meta = c.source
+    parts = [p for p in (meta.outlet, meta.author if meta.author != meta.outlet else None, meta.title) if p]
+    parts.append(meta.published or "n.d.")
+    if meta.url:
+        parts.append(meta.url)
+    return f"“{c.highlight_text}” — {', '.join(parts)} [{meta.id}, chars {c.highlight[0]}–{c.highlight[1]}]"

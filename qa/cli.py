@@ -1,0 +1,120 @@
+"""The `qa` command: index, ask, serve, sources, eval, bench. Thin: the work lives in the step modules."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import click
+
+from qa.config import Settings
+
+INDEX_OPTION = click.option("--index", "index_dir", type=click.Path(file_okay=False), help="index folder (env QA_INDEX, default index/)")
+SOURCES_OPTION = click.option("--sources", "sources_dir", type=click.Path(file_okay=False), help="sources folder (env QA_SOURCES, default seeds/)")
+
+
+def _settings(**overrides) -> Settings:
+    return Settings.from_env(overrides)
+
+
+def _fail(message: str, code: int = 1):
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Citation-first question answering over a folder of source documents."""
+
+
+@main.command()
+@SOURCES_OPTION
+@INDEX_OPTION
+@click.option("--full", is_flag=True, help="re-embed every source instead of only new and changed ones")
+@click.option("--watch", is_flag=True, help="keep running and rebuild when the sources folder changes")
+@click.option("--wait", type=float, default=0, show_default=True, help="seconds to wait for a running build to finish")
+def index(sources_dir, index_dir, full, watch, wait):
+    """Build or update the index from the sources folder."""
+    from qa.indexing import BuildBusy, IndexBuilder
+    from qa.sources import SourceError
+
+    settings = _settings(sources_dir=sources_dir, index_dir=index_dir)
+    builder = IndexBuilder(settings, progress=sys.stderr.isatty())
+
+    def build(full_build: bool) -> None:
+        report = builder.run(full=full_build, wait=wait)
+        for problem in report.problems:
+            click.secho(f"warning: {problem.file_name}: {problem.reason}", fg="yellow", err=True)
+        if report.full_reason and not full_build:
+            click.echo(f"full rebuild: {report.full_reason}", err=True)
+        click.echo(report.summary())
+
+    try:
+        build(full)
+        if watch:
+            from qa.watching import watch_sources
+
+            watch_sources(settings.sources_dir, lambda: build(False), echo=lambda m: click.echo(m, err=True))
+    except (BuildBusy, SourceError) as err:
+        _fail(str(err))
+
+
+@main.command()
+@click.argument("question")
+@click.option("-k", type=click.IntRange(1, 50), default=5, show_default=True, help="passages to return")
+@click.option("--json", "as_json", is_flag=True, help="print the API's JSON response")
+@INDEX_OPTION
+def ask(question, k, as_json, index_dir):
+    """Ask QUESTION; print the passages that answer it with their citations."""
+    from qa.api import ApiError, validate_question
+    from qa.service import QAService, ServiceUnavailable
+
+    try:
+        question = validate_question(question)
+        response = QAService(_settings(index_dir=index_dir)).ask(question, k)
+    except ApiError as err:
+        _fail(err.message, 2)
+    except ServiceUnavailable as err:
+        _fail(str(err))
+    if as_json:
+        click.echo(json.dumps(response, ensure_ascii=False, indent=2))
+        return
+    if not response["answered"]:
+        click.secho("No passage answers this confidently. Closest passages:", fg="yellow")
+    for r in response["results"]:
+        s = r["source"]
+        head = ", ".join(x for x in (s["outlet"], s["title"], s["published"]) if x)
+        click.secho(f"[{r['rank']}] {head or s['id']}  (score {r['score']:.4f})", bold=True)
+        text, h = r["text"], r["highlight"]
+        lo, hi = h["start"] - r["span"]["start"], h["end"] - r["span"]["start"]
+        body = text[:lo] + click.style(text[lo:hi], fg="green", bold=True) + text[hi:]
+        click.echo(textwrap.indent(body, "    "))
+        click.echo(f"    — {s['id']} chars {r['span']['start']}–{r['span']['end']}\n")
+
+
+@main.command()
+@INDEX_OPTION
+def sources(index_dir):
+    """List the indexed sources and their metadata."""
+    from qa.service import QAService, ServiceUnavailable
+
+    try:
+        items = QAService(_settings(index_dir=index_dir)).sources()
+    except ServiceUnavailable as err:
+        _fail(str(err))
+    for s in items:
+        click.echo(f"{s['id']}\t{s['outlet'] or '-'}\t{s['published'] or '-'}\t{s['title'] or '-'}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="port (env QA_PORT, default 8000)")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="worker processes")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True, help="threads per worker")
+@INDEX_OPTION
+def serve(host, port, workers, threads, index_dir):
+    """Serve the web page and the API with gunicorn (a production WSGI server)."""
+    from qa.serving import serve as run
+
+    settings = _settings(index_dir=index_dir, port=port)
+    run(settings, host=host, port=settings.port, workers=workers, threads=threads)

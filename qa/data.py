@@ -1,0 +1,88 @@
+"""Plain records passed between the pipeline steps."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SourceMeta:
+    """What a reader needs to cite a source; read from `sources.toml`, all optional but the id."""
+
+    id: str
+    title: str | None = None
+    outlet: str | None = None
+    author: str | None = None
+    published: str | None = None  # ISO date
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A cleaned source document. `text` is what every citation offset points into."""
+
+    meta: SourceMeta
+    text: str
+    sha256: str  # of the raw file bytes, so a rebuild can tell changed files from unchanged ones
+    file_name: str
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A source file that was skipped or read with a caveat, and why."""
+
+    file_name: str
+    reason: str
+    skipped: bool = True
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A verbatim span `source.text[start:end]` made of whole sentences.
+
+    `sentences` holds the absolute (start, end) offsets of each sentence in the chunk.
+    """
+
+    id: str
+    source_id: str
+    start: int
+    end: int
+    text: str
+    sentences: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its fused score and the sentence that best supports the question."""
+
+    chunk: Chunk
+    score: float
+    relevance: float  # cosine similarity of the best sentence to the question
+    highlight: tuple[int, int]  # absolute offsets into the source text
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What retrieval returns for one question."""
+
+    question: str
+    answered: bool
+    hits: list[Hit] = field(default_factory=list)
+    index_version: str = ""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage as shown to a reader: verbatim text, where it sits in the source, and what to cite."""
+
+    rank: int
+    score: float
+    relevance: float
+    text: str
+    source: SourceMeta
+    span: tuple[int, int]
+    highlight: tuple[int, int]
+    highlight_text: str

@@ -1,0 +1,404 @@
+"""Build, version and load the index: chunks, sentence vectors, the vector store and BM25.
+
+Layout of the index folder:
+    CURRENT                 name of the version being served (replaced atomically)
+    versions/<version>/     manifest.json (last written, checksummed), sources.json, chunks.jsonl,
+                            vectors.npz, bm25/, chroma/ (embedded store)
+    .build.lock             held by the one build that may run at a time
+
+A build is incremental by content hash: unchanged sources reuse their chunks and vectors, so
+only new or changed sources are embedded. It writes a new version and switches `CURRENT` only
+when that version is complete, so a build killed at any moment leaves the previous one serving.
+
+Usage:
+    >>> report = IndexBuilder(settings).run()
+    >>> index = load_index(settings)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from qa.chunking import ENCODING, SentenceChunker
+from qa.config import Settings
+from qa.data import Chunk, Problem, Source, SourceMeta
+from qa.embedding import Embedder, model_fingerprint
+from qa.lexical import LexicalIndex
+from qa.sources import SourceReader
+from qa.store import VectorStore
+
+FORMAT = 1  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+LOCK = ".build.lock"
+FULL_REBUILD_HINT = "run `qa index --full` to rebuild it"
+
+
+class IndexUnavailable(Exception):
+    """The index is missing, damaged or incompatible; the message names the fix."""
+
+
+class BuildBusy(Exception):
+    """Another build holds the lock."""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    version: str
+    sources: int
+    chunks: int
+    embedded_chunks: int
+    embedded_sentences: int
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+    full_reason: str | None = None  # why an incremental build became a full one
+
+    def summary(self) -> str:
+        return (
+            f"index {self.version}: {self.sources} sources, {self.chunks} chunks in {self.seconds:.1f}s "
+            f"(added {len(self.added)}, updated {len(self.updated)}, removed {len(self.removed)}, "
+            f"kept {len(self.kept)}; embedded {self.embedded_chunks} chunks)"
+        )
+
+
+@dataclass
+class LoadedIndex:
+    """One complete, verified index version in memory. Immutable once loaded: requests share it."""
+
+    version: str
+    manifest: dict
+    sources: dict[str, Source]
+    chunks: list[Chunk]
+    sentence_spans: np.ndarray  # (sentences, 2): absolute offsets in their source
+    sentence_vectors: np.ndarray  # one row per sentence, L2-normalised
+    chunk_rows: np.ndarray  # (chunks, 2): each chunk's [first, last) sentence rows
+    chunk_vectors: np.ndarray
+    lexical: LexicalIndex
+    store: VectorStore
+    position: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.position = {c.id: i for i, c in enumerate(self.chunks)}
+
+
+def _chunking_settings(settings: Settings) -> dict:
+    return {"encoding": ENCODING, "max_tokens": settings.chunk_tokens, "overlap_sentences": settings.overlap_sentences}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+DATA_FILES = ("sources.json", "chunks.jsonl", "vectors.npz")
+
+
+def current_version(index_dir: Path) -> str | None:
+    try:
+        name = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return name or None
+
+
+def _read_manifest(version_dir: Path) -> dict:
+    try:
+        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexUnavailable(f"index version {version_dir.name} has no manifest; {FULL_REBUILD_HINT}") from None
+    except (OSError, ValueError) as err:
+        raise IndexUnavailable(f"the manifest of index version {version_dir.name} is unreadable ({err}); {FULL_REBUILD_HINT}") from err
+    if not isinstance(manifest, dict) or manifest.get("checksum") != _manifest_checksum(manifest):
+        raise IndexUnavailable(f"the manifest of index version {version_dir.name} fails its checksum; {FULL_REBUILD_HINT}")
+    return manifest
+
+
+def _check_compatible(manifest: dict, settings: Settings) -> None:
+    if manifest.get("format") != FORMAT:
+        raise IndexUnavailable(f"the index was built in format {manifest.get('format')}, this program reads {FORMAT}; {FULL_REBUILD_HINT}")
+    if manifest["model"]["fingerprint"] != model_fingerprint(settings.model_path):
+        raise IndexUnavailable(
+            f"the index was built with another embedding model ({manifest['model']['name']}, "
+            f"{manifest['model']['fingerprint']}) than {settings.model_path}; {FULL_REBUILD_HINT}"
+        )
+    if manifest["chunking"] != _chunking_settings(settings):
+        raise IndexUnavailable(
+            f"the index was built with chunking {manifest['chunking']}, the settings ask for "
+            f"{_chunking_settings(settings)}; {FULL_REBUILD_HINT}"
+        )
+
+
+def load_index(settings: Settings) -> LoadedIndex:
+    """Load and verify the version `CURRENT` names. Raises IndexUnavailable saying what is wrong and how to fix it."""
+    index_dir = settings.index_dir
+    version = current_version(index_dir)
+    if version is None:
+        raise IndexUnavailable(f"no index in {index_dir}: run `qa index` to build it")
+    version_dir = index_dir / VERSIONS / version
+    manifest = _read_manifest(version_dir)
+    _check_compatible(manifest, settings)
+    for name, expected in manifest["files"].items():
+        path = version_dir / name
+        if not path.is_file() or _file_sha256(path) != expected:
+            raise IndexUnavailable(f"index file {name} of version {version} is missing or damaged; {FULL_REBUILD_HINT}")
+    return _load_version(settings, version_dir, manifest)
+
+
+def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
+    raw_sources = json.loads((version_dir / "sources.json").read_text(encoding="utf-8"))
+    sources = {
+        s["meta"]["id"]: Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"])
+        for s in raw_sources
+    }
+    arrays = np.load(version_dir / "vectors.npz")
+    spans = arrays["sentence_spans"]
+    rows = arrays["chunk_rows"]
+    chunks: list[Chunk] = []
+    with (version_dir / "chunks.jsonl").open(encoding="utf-8") as f:
+        for line, (lo, hi) in zip(f, rows):
+            record = json.loads(line)
+            text = sources[record["source_id"]].text
+            chunks.append(
+                Chunk(
+                    id=record["id"],
+                    source_id=record["source_id"],
+                    start=record["start"],
+                    end=record["end"],
+                    text=text[record["start"] : record["end"]],
+                    sentences=tuple((int(s), int(e)) for s, e in spans[lo:hi]),
+                )
+            )
+    store = VectorStore.open(settings, version_dir, manifest["version"])
+    if store.count() != len(chunks):
+        raise IndexUnavailable(
+            f"the vector store of version {manifest['version']} holds {store.count()} chunks, "
+            f"the manifest {len(chunks)}; {FULL_REBUILD_HINT}"
+        )
+    return LoadedIndex(
+        version=manifest["version"],
+        manifest=manifest,
+        sources=sources,
+        chunks=chunks,
+        sentence_spans=spans,
+        sentence_vectors=arrays["sentence_vectors"],
+        chunk_rows=rows,
+        chunk_vectors=arrays["chunk_vectors"],
+        lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
+        store=store,
+    )
+
+
+@dataclass
+class _SourceData:
+    """A source's chunks and sentence vectors, reused as a unit when the source is unchanged."""
+
+    source: Source
+    chunks: list[Chunk]
+    sentence_spans: np.ndarray  # (n, 2)
+    sentence_vectors: np.ndarray  # (n, dim)
+    chunk_rows: np.ndarray  # (chunks, 2), relative to this source's sentences
+
+
+def chunk_vectors_from_sentences(sentence_vectors: np.ndarray, chunk_rows: np.ndarray) -> np.ndarray:
+    """A chunk's vector is the normalised mean of its sentences' vectors: each sentence is embedded
+    once, though overlapping chunks share it, and the vectors double as highlight scorers."""
+    cumulative = np.vstack([np.zeros((1, sentence_vectors.shape[1]), np.float32), np.cumsum(sentence_vectors, axis=0)])
+    sums = cumulative[chunk_rows[:, 1]] - cumulative[chunk_rows[:, 0]]
+    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class IndexBuilder:
+    """One step: the sources folder in, a new complete index version (switched to) out."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, progress: bool = False):
+        self.settings = settings
+        self.embedder = embedder or Embedder(settings.model_path)
+        self.progress = progress
+        self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
+
+    def run(self, full: bool = False, wait: float = 0) -> BuildReport:
+        index_dir = self.settings.index_dir
+        index_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(index_dir / LOCK))
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise BuildBusy(f"another build of {index_dir} is running; try again when it has finished") from None
+        try:
+            return self._build(full)
+        finally:
+            lock.release()
+
+    def _previous(self, full: bool) -> tuple[str | None, dict[str, _SourceData], str | None]:
+        """The version to build on and its per-source data, or why a full build is needed."""
+        version = current_version(self.settings.index_dir)
+        if full or version is None:
+            return None, {}, None if version is None else "--full was asked for"
+        try:
+            index = load_index(self.settings)
+        except Exception as err:  # any damage to the old version only means: build everything
+            return None, {}, str(err)
+        data: dict[str, _SourceData] = {}
+        for source in index.sources.values():
+            positions = [i for i, c in enumerate(index.chunks) if c.source_id == source.id]
+            rows = index.chunk_rows[positions]
+            lo, hi = int(rows[:, 0].min()), int(rows[:, 1].max())
+            data[source.id] = _SourceData(
+                source=source,
+                chunks=[index.chunks[i] for i in positions],
+                sentence_spans=index.sentence_spans[lo:hi],
+                sentence_vectors=index.sentence_vectors[lo:hi],
+                chunk_rows=rows - lo,
+            )
+        return version, data, None
+
+    def _embed(self, sources: list[Source]) -> dict[str, _SourceData]:
+        out: dict[str, _SourceData] = {}
+        texts: list[str] = []
+        plan: list[tuple[Source, list[Chunk], list[tuple[int, int]], np.ndarray]] = []
+        for source in sources:
+            chunks = self.chunker.run(source)
+            spans = sorted({s for c in chunks for s in c.sentences})
+            row = {s: i for i, s in enumerate(spans)}
+            rows = np.array([[row[c.sentences[0]], row[c.sentences[-1]] + 1] for c in chunks], dtype=np.int64).reshape(-1, 2)
+            plan.append((source, chunks, spans, rows))
+            texts.extend(source.text[s:e] for s, e in spans)
+        vectors = self.embedder.encode(texts, progress=self.progress)
+        at = 0
+        for source, chunks, spans, rows in plan:
+            out[source.id] = _SourceData(
+                source=source,
+                chunks=chunks,
+                sentence_spans=np.array(spans, dtype=np.int64).reshape(-1, 2),
+                sentence_vectors=vectors[at : at + len(spans)],
+                chunk_rows=rows,
+            )
+            at += len(spans)
+        return out
+
+    def _build(self, full: bool) -> BuildReport:
+        started = time.perf_counter()
+        settings = self.settings
+        sources, problems = SourceReader(max_bytes=settings.max_source_bytes).run(settings.sources_dir)
+        base_version, previous, full_reason = self._previous(full)
+        added = [s.id for s in sources if s.id not in previous]
+        updated = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 != s.sha256]
+        removed = sorted(set(previous) - {s.id for s in sources})
+        kept = [s.id for s in sources if s.id in previous and s.id not in updated]
+        fresh = self._embed([s for s in sources if s.id not in kept])
+        per_source = {s.id: fresh.get(s.id) or replace(previous[s.id], source=s) for s in sources}
+
+        version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        versions_dir = settings.index_dir / VERSIONS
+        version_dir = versions_dir / version
+        version_dir.mkdir(parents=True)
+
+        chunks: list[Chunk] = []
+        spans, vectors, rows = [], [], []
+        offset = 0
+        for sid in (s.id for s in sources):
+            data = per_source[sid]
+            chunks.extend(data.chunks)
+            spans.append(data.sentence_spans)
+            vectors.append(data.sentence_vectors)
+            rows.append(data.chunk_rows + offset)
+            offset += len(data.sentence_spans)
+        dim = self.embedder.dimension if fresh or not previous else next(iter(previous.values())).sentence_vectors.shape[1]
+        sentence_vectors = np.vstack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        chunk_rows = np.vstack(rows) if rows else np.zeros((0, 2), np.int64)
+        chunk_vectors = chunk_vectors_from_sentences(sentence_vectors, chunk_rows)
+
+        base_dir = versions_dir / base_version if base_version else None
+        store, copied = VectorStore.create(settings, version_dir, version, base_dir)
+        positions = {c.id: i for i, c in enumerate(chunks)}
+        new_chunks = [c for c in chunks if c.source_id in fresh] if copied else chunks
+        if copied:
+            store.delete_sources(updated + removed)
+        store.add(
+            [c.id for c in new_chunks],
+            chunk_vectors[[positions[c.id] for c in new_chunks]] if new_chunks else np.zeros((0, dim), np.float32),
+            [{"source_id": c.source_id} for c in new_chunks],
+        )
+
+        LexicalIndex.build([c.text for c in chunks]).save(version_dir / "bm25")
+        (version_dir / "sources.json").write_text(
+            json.dumps([{**asdict(s), "meta": asdict(s.meta)} for s in sources], ensure_ascii=False), encoding="utf-8"
+        )
+        with (version_dir / "chunks.jsonl").open("w", encoding="utf-8") as f:
+            for c in chunks:
+                f.write(json.dumps({"id": c.id, "source_id": c.source_id, "start": c.start, "end": c.end}) + "\n")
+        np.savez(
+            version_dir / "vectors.npz",
+            sentence_spans=np.vstack(spans) if spans else np.zeros((0, 2), np.int64),
+            sentence_vectors=sentence_vectors,
+            chunk_rows=chunk_rows,
+            chunk_vectors=chunk_vectors,
+        )
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim},
+            "chunking": _chunking_settings(settings),
+            "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
+            "sources": {s.id: {"sha256": s.sha256, "file": s.file_name, "chunks": len(per_source[s.id].chunks)} for s in sources},
+            "chunk_count": len(chunks),
+            "files": {name: _file_sha256(version_dir / name) for name in DATA_FILES},
+        }
+        manifest["checksum"] = _manifest_checksum(manifest)
+        _write_atomic(version_dir / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
+        _write_atomic(settings.index_dir / CURRENT, version + "\n")  # the switch
+        self._clean_up(keep={version, base_version} - {None})
+        return BuildReport(
+            version=version,
+            sources=len(sources),
+            chunks=len(chunks),
+            embedded_chunks=sum(len(d.chunks) for d in fresh.values()),
+            embedded_sentences=sum(len(d.sentence_spans) for d in fresh.values()),
+            added=added,
+            updated=updated,
+            removed=removed,
+            kept=kept,
+            problems=problems,
+            seconds=time.perf_counter() - started,
+            full_reason=full_reason,
+        )
+
+    def _clean_up(self, keep: set[str]) -> None:
+        """Drop versions other than the new one and the one it replaced (a server may still be reading it)."""
+        versions_dir = self.settings.index_dir / VERSIONS
+        for path in versions_dir.iterdir():
+            if path.name not in keep:
+                VectorStore.drop(self.settings, path, path.name)
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,122 @@
+"""The OpenAPI 3 description of the JSON API; the test suite fuzzes the API against it."""
+from __future__ import annotations
+
+from functools import cache
+
+NULLABLE_STRING = {"type": "string", "nullable": True}
+ERROR = {
+    "description": "Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _ok(schema_ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+
+
+@cache
+def openapi_document() -> dict:
+    from qa.api import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
+
+    question = {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS, "pattern": r"\S"}
+    k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K}
+    source_meta = {
+        "type": "object",
+        "required": ["id", "title", "outlet", "published", "url"],
+        "properties": {
+            "id": {"type": "string"},
+            "title": NULLABLE_STRING,
+            "outlet": NULLABLE_STRING,
+            "author": NULLABLE_STRING,
+            "published": NULLABLE_STRING,
+            "url": NULLABLE_STRING,
+        },
+    }
+    span = {"type": "object", "required": ["start", "end"],
+            "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Citation-first Q&A",
+            "version": "1.0.0",
+            "description": "Ask questions; get verbatim passages whose spans index the source text served by /api/sources/{id}.",
+        },
+        "paths": {
+            "/api/ask": {
+                "get": {
+                    "summary": "Ask a question (query string)",
+                    "parameters": [
+                        {"name": "q", "in": "query", "required": True, "schema": question},
+                        {"name": "k", "in": "query", "required": False, "schema": k},
+                    ],
+                    "responses": {"200": _ok("AskResponse", "Ranked passages"), "400": ERROR, "503": ERROR},
+                },
+                "post": {
+                    "summary": "Ask a question (JSON body)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["question"], "additionalProperties": False,
+                            "properties": {"question": question, "k": k},
+                        }}},
+                    },
+                    "responses": {"200": _ok("AskResponse", "Ranked passages"), "400": ERROR, "413": ERROR, "503": ERROR},
+                },
+            },
+            "/api/sources": {"get": {"summary": "List sources", "responses": {"200": _ok("SourceList", "Sources"), "503": ERROR}}},
+            "/api/sources/{id}": {
+                "get": {
+                    "summary": "One source with its cleaned text",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _ok("SourceText", "The source"), "404": ERROR, "503": ERROR},
+                }
+            },
+            "/api/health": {"get": {"summary": "Service status", "responses": {"200": _ok("Health", "Ready"), "503": _ok("Health", "Not ready")}}},
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+                },
+                "Source": source_meta,
+                "SourceList": {"type": "object", "required": ["sources"],
+                               "properties": {"sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}}}},
+                "SourceText": {"allOf": [{"$ref": "#/components/schemas/Source"},
+                                         {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}]},
+                "AskResponse": {
+                    "type": "object",
+                    "required": ["question", "answered", "took_ms", "index_version", "results"],
+                    "properties": {
+                        "question": {"type": "string"},
+                        "answered": {"type": "boolean"},
+                        "took_ms": {"type": "number", "minimum": 0},
+                        "index_version": {"type": "string"},
+                        "results": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["rank", "score", "text", "source", "span", "highlight"],
+                            "properties": {
+                                "rank": {"type": "integer", "minimum": 1},
+                                "score": {"type": "number"},
+                                "relevance": {"type": "number"},
+                                "text": {"type": "string"},
+                                "source": {"$ref": "#/components/schemas/Source"},
+                                "span": span,
+                                "highlight": {"allOf": [span, {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}]},
+                            },
+                        }},
+                    },
+                },
+                "Health": {
+                    "type": "object", "required": ["status", "sources", "chunks", "index_version"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                        "sources": {"type": "integer"}, "chunks": {"type": "integer"},
+                        "index_version": {"type": "string", "nullable": True},
+                        "error": {"type": "string"}, "warning": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,47 @@
+"""Run the app under gunicorn (gthread workers) from Python, so `qa serve` needs no extra config."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from gunicorn.app.base import BaseApplication
+
+from qa.config import Settings
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: Settings, options: dict):
+        self.settings, self.options = settings, options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from qa.app import create_app
+
+        app = create_app({k: v for k, v in asdict(self.settings).items()})
+        # Load the model and the index before the first request, not during it.
+        service = app.extensions["qa"]
+        service.embedder.encode(["warm up"])
+        service.health()
+        return app
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1, threads: int = 8) -> None:
+    _Gunicorn(
+        settings,
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "timeout": 120,
+            "graceful_timeout": 10,
+            "limit_request_line": 8190,
+            "limit_request_fields": 100,
+            "limit_request_field_size": 8190,
+            "accesslog": "-",
+            "errorlog": "-",
+        },
+    ).run()
