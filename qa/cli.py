@@ -118,3 +118,30 @@ def serve(host, port, workers, threads, index_dir):
 
     settings = _settings(index_dir=index_dir, port=port)
     run(settings, host=host, port=settings.port, workers=workers, threads=threads)
+
+
+@main.command(name="eval")
+@click.option("--questions", type=click.Path(dir_okay=False), default="eval/questions.jsonl", show_default=True)
+@INDEX_OPTION
+@click.option("--url", help="evaluate a running service through its /api/ask (shipped configuration only)")
+@click.option("-k", type=click.IntRange(1, 10), default=5, show_default=True, help="passages shown per failure check (metrics use 1/3/5/10)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="write eval.json and eval.png here")
+def evaluate(questions, index_dir, url, k, as_json, report_dir):
+    """Measure answer@k, MRR, abstention and latency; ablations side by side."""
+    from pathlib import Path
+
+    from qa.evaluation import Evaluator, QuestionsError, format_table, load_questions, write_report
+    from qa.indexing import IndexUnavailable
+
+    try:
+        gold = load_questions(Path(questions))
+        report = Evaluator(_settings(index_dir=index_dir), url=url).run(gold)
+    except (QuestionsError, IndexUnavailable) as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot reach {url}: {err}")
+    if report_dir:
+        paths = write_report(report, Path(report_dir))
+        click.echo(f"wrote {paths[0]} and {paths[1]}", err=True)
+    click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))

@@ -39,6 +39,8 @@ class Settings:
             ("chroma_token", "QA_CHROMA_TOKEN", str),
             ("admin_token", "QA_ADMIN_TOKEN", str),
             ("port", "QA_PORT", int),
+            ("chunk_tokens", "QA_CHUNK_TOKENS", int),
+            ("overlap_sentences", "QA_OVERLAP_SENTENCES", int),
         ):
             if env.get(var):
                 values[name] = cast(env[var])

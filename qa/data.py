@@ -72,6 +72,7 @@ class Answer:
     answered: bool
     hits: list[Hit] = field(default_factory=list)
     index_version: str = ""
+    confidence: float = 0.0  # what `answered` thresholds
 
 
 @dataclass(frozen=True)

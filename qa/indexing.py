@@ -219,14 +219,7 @@ class _SourceData:
     sentence_spans: np.ndarray  # (n, 2)
     sentence_vectors: np.ndarray  # (n, dim)
     chunk_rows: np.ndarray  # (chunks, 2), relative to this source's sentences
-
-
-def chunk_vectors_from_sentences(sentence_vectors: np.ndarray, chunk_rows: np.ndarray) -> np.ndarray:
-    """A chunk's vector is the normalised mean of its sentences' vectors: each sentence is embedded
-    once, though overlapping chunks share it, and the vectors double as highlight scorers."""
-    cumulative = np.vstack([np.zeros((1, sentence_vectors.shape[1]), np.float32), np.cumsum(sentence_vectors, axis=0)])
-    sums = cumulative[chunk_rows[:, 1]] - cumulative[chunk_rows[:, 0]]
-    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    chunk_vectors: np.ndarray  # (chunks, dim)
 
 
 class IndexBuilder:
@@ -265,16 +258,20 @@ class IndexBuilder:
             positions = [i for i, c in enumerate(index.chunks) if c.source_id == source.id]
             rows = index.chunk_rows[positions]
             lo, hi = int(rows[:, 0].min()), int(rows[:, 1].max())
+            # Sentence rows of one source are contiguous, and so are its chunks.
             data[source.id] = _SourceData(
                 source=source,
                 chunks=[index.chunks[i] for i in positions],
                 sentence_spans=index.sentence_spans[lo:hi],
                 sentence_vectors=index.sentence_vectors[lo:hi],
                 chunk_rows=rows - lo,
+                chunk_vectors=index.chunk_vectors[positions],
             )
         return version, data, None
 
     def _embed(self, sources: list[Source]) -> dict[str, _SourceData]:
+        """Chunk and embed: every chunk (the dense retrieval unit) and every distinct sentence
+        (for best-sentence ranking and the highlight), in one encode call."""
         out: dict[str, _SourceData] = {}
         texts: list[str] = []
         plan: list[tuple[Source, list[Chunk], list[tuple[int, int]], np.ndarray]] = []
@@ -285,17 +282,20 @@ class IndexBuilder:
             rows = np.array([[row[c.sentences[0]], row[c.sentences[-1]] + 1] for c in chunks], dtype=np.int64).reshape(-1, 2)
             plan.append((source, chunks, spans, rows))
             texts.extend(source.text[s:e] for s, e in spans)
+            texts.extend(c.text for c in chunks)
         vectors = self.embedder.encode(texts, progress=self.progress)
         at = 0
         for source, chunks, spans, rows in plan:
+            n, m = len(spans), len(chunks)
             out[source.id] = _SourceData(
                 source=source,
                 chunks=chunks,
                 sentence_spans=np.array(spans, dtype=np.int64).reshape(-1, 2),
-                sentence_vectors=vectors[at : at + len(spans)],
+                sentence_vectors=vectors[at : at + n],
                 chunk_rows=rows,
+                chunk_vectors=vectors[at + n : at + n + m],
             )
-            at += len(spans)
+            at += n + m
         return out
 
     def _build(self, full: bool) -> BuildReport:
@@ -316,7 +316,7 @@ class IndexBuilder:
         version_dir.mkdir(parents=True)
 
         chunks: list[Chunk] = []
-        spans, vectors, rows = [], [], []
+        spans, vectors, rows, chunk_vectors_parts = [], [], [], []
         offset = 0
         for sid in (s.id for s in sources):
             data = per_source[sid]
@@ -324,11 +324,12 @@ class IndexBuilder:
             spans.append(data.sentence_spans)
             vectors.append(data.sentence_vectors)
             rows.append(data.chunk_rows + offset)
+            chunk_vectors_parts.append(data.chunk_vectors)
             offset += len(data.sentence_spans)
         dim = self.embedder.dimension if fresh or not previous else next(iter(previous.values())).sentence_vectors.shape[1]
         sentence_vectors = np.vstack(vectors) if vectors else np.zeros((0, dim), np.float32)
         chunk_rows = np.vstack(rows) if rows else np.zeros((0, 2), np.int64)
-        chunk_vectors = chunk_vectors_from_sentences(sentence_vectors, chunk_rows)
+        chunk_vectors = np.vstack(chunk_vectors_parts) if chunk_vectors_parts else np.zeros((0, dim), np.float32)
 
         base_dir = versions_dir / base_version if base_version else None
         store, copied = VectorStore.create(settings, version_dir, version, base_dir)

@@ -7,7 +7,6 @@ Usage:
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,7 +26,7 @@ def _stemmer() -> Stemmer.Stemmer:
 def tokenize(texts: list[str]) -> list[list[str]]:
     """The analysis BM25 uses, exposed so highlighting can weigh the same terms."""
     return bm25s.tokenize(
-        texts, token_pattern=TOKEN_PATTERN, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+        texts, token_pattern=TOKEN_PATTERN, stopwords="en_plus", stemmer=_stemmer(), return_ids=False, show_progress=False
     )
 
 
@@ -59,6 +58,9 @@ class LexicalIndex:
         keep = scores[0] > 0
         return docs[0][keep].tolist(), scores[0][keep].tolist()
 
+    def knows(self, term: str) -> bool:
+        return term in self.retriever.vocab_dict
+
     def idf(self, terms: list[str]) -> np.ndarray:
         """Inverse document frequency of each term (0 for terms the corpus lacks), for highlight weighting."""
         vocab = self.retriever.vocab_dict
@@ -68,9 +70,3 @@ class LexicalIndex:
         df = np.array([nonzero[i] if i is not None else 0 for i in ids], dtype=np.float64)
         return np.where(df > 0, np.log1p((self.size - df + 0.5) / (df + 0.5)), 0.0)
 
-
-def content_terms(text: str) -> list[str]:
-    return tokenize([text])[0]
-
-
-WORD = re.compile(TOKEN_PATTERN)

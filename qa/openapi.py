@@ -91,6 +91,7 @@ def openapi_document() -> dict:
                     "properties": {
                         "question": {"type": "string"},
                         "answered": {"type": "boolean"},
+                        "confidence": {"type": "number"},
                         "took_ms": {"type": "number", "minimum": 0},
                         "index_version": {"type": "string"},
                         "results": {"type": "array", "items": {

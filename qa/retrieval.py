@@ -1,8 +1,9 @@
 """Answer a question with ranked verbatim passages: fuse, dedupe, highlight, abstain.
 
-Dense (Chroma over chunk vectors) and lexical (BM25) candidates are fused by reciprocal rank
-fusion together with a third ranking, the best single-sentence similarity inside each candidate,
-which rewards a passage holding one sentence that answers over one that is vaguely on topic.
+Dense (Chroma over chunk vectors) and lexical (BM25) candidates are pooled, and two rankings of
+the pool are fused by reciprocal rank fusion: BM25's, and a meaning ranking that averages a
+passage's similarity with its best single sentence's, which rewards a passage holding one
+sentence that answers over one that is vaguely on topic.
 Near-duplicate passages are collapsed, the best-supporting sentence of each is marked, and when
 even the best sentence is too far from the question the answer says so (`answered=False`).
 
@@ -46,10 +47,11 @@ class Retriever:
     embedder: Embedder
     mode: Mode = "hybrid"
     candidates: int = 40  # per ranking; fused candidates beyond this rarely reach the top k
-    min_relevance: float = 0.35  # best-sentence cosine below which we abstain; calibrated in eval/
+    min_confidence: float = 0.25  # abstain below this; calibrated with `qa eval` (see README)
+    unknown_term_penalty: float = 0.5  # confidence lost when every question term is absent from the collection
     duplicate_overlap: float = 0.5
     duplicate_jaccard: float = 0.8
-    lexical_weight: float = 0.15  # share of the highlight score given to question terms present
+    lexical_weight: float = 0.3  # share of the highlight score given to question terms present
 
     def run(self, index: LoadedIndex, question: str, k: int = 5) -> Answer:
         query = self.embedder.encode([question])[0]
@@ -60,15 +62,23 @@ class Retriever:
             return Answer(question, answered=False, index_version=index.version)
         n = max(self.candidates, 2 * k)
         rankings: list[list[int]] = []
+        pool: set[int] = set()
         if self.mode in ("hybrid", "dense"):
             ids, _ = index.store.query(query, n)
-            rankings.append([index.position[i] for i in ids if i in index.position])
+            dense = [index.position[i] for i in ids if i in index.position]
+            pool.update(dense)
+            if self.mode == "dense":
+                rankings.append(dense)
         if self.mode in ("hybrid", "bm25"):
-            rankings.append(index.lexical.search(question, n)[0])
-        pool = sorted({i for r in rankings for i in r})
+            lexical = index.lexical.search(question, n)[0]
+            pool.update(lexical)
+            rankings.append(lexical)
         best_sentence = {i: self._sentence_scores(index, i, query) for i in pool}
         if self.mode == "hybrid":
-            rankings.append(sorted(pool, key=lambda i: -float(best_sentence[i].max())))
+            # Meaning, scored on the union of both candidate lists: the whole passage's similarity
+            # averaged with its best sentence's, so one sentence that answers can lift a passage.
+            meaning = {i: float(index.chunk_vectors[i] @ query) + float(best_sentence[i].max()) for i in pool}
+            rankings.append(sorted(pool, key=lambda i: -meaning[i]))
         fused = reciprocal_rank_fusion(rankings)
         ordered = sorted(fused, key=lambda i: -fused[i])
 
@@ -86,8 +96,18 @@ class Retriever:
             kept_terms.append(chunk_terms)
             if len(hits) == k:
                 break
-        answered = bool(hits) and max(h.relevance for h in hits) >= self.min_relevance
-        return Answer(question, answered=answered, hits=hits, index_version=index.version)
+        confidence = self.confidence(index, terms, hits)
+        return Answer(question, answered=confidence >= self.min_confidence, hits=hits,
+                      index_version=index.version, confidence=confidence)
+
+    def confidence(self, index: LoadedIndex, terms: list[str], hits: list[Hit]) -> float:
+        """How sure we are that a passage answers: the best sentence's similarity, lowered by the share
+        of the question's terms that occur nowhere in the collection (a passage cannot state what the
+        collection never mentions: "Rosneft", "Eiffel")."""
+        if not hits:
+            return 0.0
+        unknown = sum(not index.lexical.knows(t) for t in terms) / len(terms) if terms else 0.0
+        return round(max(h.relevance for h in hits) - self.unknown_term_penalty * unknown, 4)
 
     def _duplicates(self, hit: Hit, kept: Hit) -> bool:
         """Overlapping passages of one source, or one whose best sentence a kept passage already shows."""

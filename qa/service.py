@@ -16,7 +16,7 @@ import time
 
 from qa.citations import cite, citation_json, source_json
 from qa.config import Settings
-from qa.data import Citation
+from qa.data import Answer, Citation
 from qa.embedding import Embedder
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
 from qa.retrieval import Retriever
@@ -82,15 +82,16 @@ class QAService:
         started = time.perf_counter()
         index = self.index()
         answer = self.retriever.run(index, question, k)
-        return self.response(question, answer.answered, cite(index, answer), index.version, started)
+        return self.response(answer, cite(index, answer), started)
 
     @staticmethod
-    def response(question: str, answered: bool, citations: list[Citation], version: str, started: float) -> dict:
+    def response(answer: Answer, citations: list[Citation], started: float) -> dict:
         return {
-            "question": question,
-            "answered": answered,
+            "question": answer.question,
+            "answered": answer.answered,
+            "confidence": answer.confidence,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
-            "index_version": version,
+            "index_version": answer.index_version,
             "results": [citation_json(c) for c in citations],
         }
 
