@@ -48,10 +48,6 @@ def validate_question(value) -> str:
 def validate_k(value) -> int:
     if value is None:
         return DEFAULT_K
-    if isinstance(value, str):
-        if not value.strip().isdigit():
-            raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {value!r}")
-        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {type(value).__name__}")
     if not 1 <= value <= MAX_K:
@@ -69,7 +65,12 @@ def ask_get():
     unknown = set(request.args) - {"q", "k"}
     if unknown:
         raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    return _ask(request.args.get("q"), request.args.get("k"))
+    k = request.args.get("k")
+    if k is not None:
+        if not k.strip().isdigit():
+            raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {k[:20]!r}")
+        k = int(k)
+    return _ask(request.args.get("q"), k)
 
 
 @api.post("/ask")

@@ -277,7 +277,7 @@ def write_report(report: dict, folder: Path) -> tuple[Path, Path]:
         values = [report["configs"][name][m] or 0 for m in metrics]
         ax.bar(np.arange(len(metrics)) + i * width, values, width, label=name + (" (shipped)" if name == "hybrid" else ""))
     ax.set_xticks(np.arange(len(metrics)) + width * (len(names) - 1) / 2, metrics)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)  # head room for the legend
     ax.set_ylabel("share of questions")
     ax.set_title(f"Retrieval quality on {report['questions']} gold questions")
     ax.legend(ncol=len(names), fontsize=8, loc="upper right")

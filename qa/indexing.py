@@ -66,8 +66,11 @@ class BuildReport:
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
     full_reason: str | None = None  # why an incremental build became a full one
+    up_to_date: bool = False  # nothing changed, no new version was written
 
     def summary(self) -> str:
+        if self.up_to_date:
+            return f"index {self.version} is up to date: {self.sources} sources, {self.chunks} chunks ({self.seconds:.1f}s)"
         return (
             f"index {self.version}: {self.sources} sources, {self.chunks} chunks in {self.seconds:.1f}s "
             f"(added {len(self.added)}, updated {len(self.updated)}, removed {len(self.removed)}, "
@@ -307,6 +310,12 @@ class IndexBuilder:
         updated = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 != s.sha256]
         removed = sorted(set(previous) - {s.id for s in sources})
         kept = [s.id for s in sources if s.id in previous and s.id not in updated]
+        if base_version and not (added or updated or removed) and all(previous[s.id].source.meta == s.meta for s in sources):
+            return BuildReport(  # nothing changed: keep serving the current version
+                version=base_version, sources=len(sources), chunks=sum(len(previous[s.id].chunks) for s in sources),
+                embedded_chunks=0, embedded_sentences=0, kept=kept, problems=problems,
+                seconds=time.perf_counter() - started, up_to_date=True,
+            )
         fresh = self._embed([s for s in sources if s.id not in kept])
         per_source = {s.id: fresh.get(s.id) or replace(previous[s.id], source=s) for s in sources}
 

@@ -47,7 +47,7 @@ class Retriever:
     embedder: Embedder
     mode: Mode = "hybrid"
     candidates: int = 40  # per ranking; fused candidates beyond this rarely reach the top k
-    min_confidence: float = 0.25  # abstain below this; calibrated with `qa eval` (see README)
+    min_confidence: float = 0.30  # abstain below this; calibrated with `qa eval` (see README)
     unknown_term_penalty: float = 0.5  # confidence lost when every question term is absent from the collection
     duplicate_overlap: float = 0.5
     duplicate_jaccard: float = 0.8

@@ -1,0 +1,37 @@
+# Set-up, index, serve and test from a fresh clone. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup index run test eval bench loadtest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0 in pyproject.toml: the CPU build on this machine's disk, no CUDA download.
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+index: setup
+	$(BIN)/qa index
+
+run: index
+	$(BIN)/qa serve
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+eval: index
+	$(BIN)/qa eval --report eval/reports
+
+bench: index
+	$(BIN)/qa bench
+
+loadtest: setup
+	QA_LOADTEST_FULL=1 $(BIN)/python -m pytest -q tests/test_load.py
+
+clean:
+	rm -rf $(VENV) index/CURRENT index/versions index/.build.lock

@@ -1,0 +1,111 @@
+"""Shared fixtures: one real index of the seeds per test session, a real model, free ports."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+QA = str(Path(sys.executable).with_name("qa"))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from qa.config import Settings
+    from qa.embedding import Embedder
+
+    return Embedder(Settings.from_env().model_path)
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, embedder):
+    """Settings of a freshly built index of the seed articles (built once, read by many tests)."""
+    from qa.config import Settings
+    from qa.indexing import IndexBuilder
+
+    index_dir = tmp_path_factory.mktemp("index")
+    settings = Settings.from_env({"sources_dir": SEEDS, "index_dir": index_dir})
+    IndexBuilder(settings, embedder=embedder).run()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def service(seed_index, embedder):
+    from qa.service import QAService
+
+    return QAService(seed_index, embedder=embedder)
+
+
+@pytest.fixture()
+def client(seed_index, service):
+    from qa.app import create_app
+
+    app = create_app({"index_dir": seed_index.index_dir, "sources_dir": seed_index.sources_dir}, service=service)
+    return app.test_client()
+
+
+@pytest.fixture()
+def sources_copy(tmp_path):
+    """A writable copy of the seeds, for tests that edit sources."""
+    folder = tmp_path / "sources"
+    shutil.copytree(SEEDS, folder)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class Server:
+    """`qa serve` in a subprocess on a free loopback port; stopped on exit."""
+
+    def __init__(self, index_dir: Path, workers: int = 1, threads: int = 8, env: dict | None = None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.args = [QA, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--index", str(index_dir),
+                     "--workers", str(workers), "--threads", str(threads)]
+        self.env = {**os.environ, **(env or {})}
+
+    def __enter__(self) -> "Server":
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self.base + "/api/health", self.process)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(seed_index):
+    with Server(seed_index.index_dir) as server:
+        yield server
