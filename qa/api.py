@@ -1,9 +1,12 @@
 """JSON HTTP API: ask, sources, health, OpenAPI. Every error is `{"error": {"code", "message"}}`."""
 from __future__ import annotations
 
+import hmac
+
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from qa.indexing import BuildBusy
 from qa.openapi import openapi_document
 from qa.service import QAService, ServiceUnavailable
 
@@ -106,6 +109,35 @@ def health():
     return jsonify(status), 200 if status["status"] == "ok" else 503
 
 
+def _require_admin() -> None:
+    token = current_app.extensions["qa_settings"].admin_token
+    if not token:
+        raise ApiError(403, "admin_disabled", "rebuilds over HTTP are disabled: set QA_ADMIN_TOKEN on the server to enable them")
+    given = request.headers.get("Authorization", "")
+    scheme, _, credential = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "send the admin token as 'Authorization: Bearer <QA_ADMIN_TOKEN>'")
+
+
+@api.post("/index")
+def start_rebuild():
+    _require_admin()
+    body = request.get_json(force=True, silent=True, cache=False) if request.get_data(cache=True) else {}
+    if not isinstance(body, dict) or set(body) - {"full"} or not isinstance(body.get("full", False), bool):
+        raise ApiError(400, "invalid_json", 'the body must be empty or {"full": true|false}')
+    try:
+        state = current_app.extensions["qa_rebuild"].start(full=body.get("full", False))
+    except BuildBusy as err:
+        raise ApiError(409, "build_running", str(err)) from None
+    return jsonify(state), 202
+
+
+@api.get("/index")
+def rebuild_state():
+    _require_admin()
+    return jsonify(current_app.extensions["qa_rebuild"].state())
+
+
 @api.get("/openapi.json")
 def openapi():
     return jsonify(openapi_document())
@@ -113,7 +145,10 @@ def openapi():
 
 @api.errorhandler(ApiError)
 def _api_error(err: ApiError):
-    return error_response(err.status, err.code, err.message)
+    response = error_response(err.status, err.code, err.message)
+    if err.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 @api.errorhandler(ServiceUnavailable)

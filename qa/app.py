@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from qa.api import api, error_response, http_error_json
 from qa.config import Settings
+from qa.rebuild import RebuildRunner
 from qa.service import QAService
 
 MAX_BODY_BYTES = 16 * 1024
@@ -20,8 +21,10 @@ def create_app(config: Mapping[str, Any] | None = None, service: QAService | Non
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    app.extensions["qa"] = service or QAService(settings)
+    service = service or QAService(settings)
+    app.extensions["qa"] = service
     app.extensions["qa_settings"] = settings
+    app.extensions["qa_rebuild"] = RebuildRunner(settings, service.embedder)
     app.register_blueprint(api)
 
     @app.errorhandler(HTTPException)

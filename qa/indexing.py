@@ -235,13 +235,22 @@ class IndexBuilder:
         self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
 
     def run(self, full: bool = False, wait: float = 0) -> BuildReport:
+        """Build under the index's lock, waiting up to `wait` seconds for another build to finish."""
+        return self.run_locked(self.acquire_lock(wait), full)
+
+    def acquire_lock(self, wait: float = 0) -> FileLock:
+        """The lock that lets one build run at a time, across processes. Raises BuildBusy."""
         index_dir = self.settings.index_dir
         index_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(index_dir / LOCK))
+        lock = FileLock(str(index_dir / LOCK), thread_local=False)  # may be released by another thread
         try:
             lock.acquire(timeout=wait)
         except Timeout:
             raise BuildBusy(f"another build of {index_dir} is running; try again when it has finished") from None
+        return lock
+
+    def run_locked(self, lock: FileLock, full: bool = False) -> BuildReport:
+        """Build with a lock already taken by `acquire_lock` (so a caller can refuse a second build at once)."""
         try:
             return self._build(full)
         finally:

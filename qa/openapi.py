@@ -71,10 +71,27 @@ def openapi_document() -> dict:
                     "responses": {"200": _ok("SourceText", "The source"), "404": ERROR, "503": ERROR},
                 }
             },
+            "/api/index": {
+                "post": {
+                    "summary": "Start a rebuild of the index (admin; enabled by QA_ADMIN_TOKEN)",
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                        "type": "object", "additionalProperties": False, "properties": {"full": {"type": "boolean"}}}}}},
+                    "responses": {"202": _ok("RebuildState", "Started"), "400": ERROR, "401": ERROR, "403": ERROR, "409": ERROR},
+                },
+                "get": {
+                    "summary": "State of the last rebuild (admin)",
+                    "security": [{"bearer": []}],
+                    "responses": {"200": _ok("RebuildState", "State"), "401": ERROR, "403": ERROR},
+                },
+            },
             "/api/health": {"get": {"summary": "Service status", "responses": {"200": _ok("Health", "Ready"), "503": _ok("Health", "Not ready")}}},
         },
         "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "RebuildState": {"type": "object", "required": ["state"], "properties": {
+                    "state": {"type": "string", "enum": ["idle", "running", "succeeded", "failed"]}}},
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": {"error": {"type": "object", "required": ["code", "message"],

@@ -124,4 +124,4 @@ def test_missing_index_answers_503_and_health_says_how_to_fix(tmp_path, embedder
 def test_openapi_lists_every_route(client):
     doc = client.get("/api/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/api/ask", "/api/sources", "/api/sources/{id}", "/api/health"}
+    assert set(doc["paths"]) == {"/api/ask", "/api/sources", "/api/sources/{id}", "/api/health", "/api/index"}
