@@ -10,6 +10,7 @@ from qa.api import api, error_response, http_error_json
 from qa.config import Settings
 from qa.rebuild import RebuildRunner
 from qa.service import QAService
+from qa.web import web
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -26,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: QAService | Non
     app.extensions["qa_settings"] = settings
     app.extensions["qa_rebuild"] = RebuildRunner(settings, service.embedder)
     app.register_blueprint(api)
+    app.register_blueprint(web)
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):

@@ -78,11 +78,16 @@ class QAService:
             status["warning"] = self._error
         return status
 
-    def ask(self, question: str, k: int) -> dict:
-        started = time.perf_counter()
+    def answer(self, question: str, k: int) -> tuple[Answer, list[Citation]]:
         index = self.index()
         answer = self.retriever.run(index, question, k)
-        return self.response(answer, cite(index, answer), started)
+        return answer, cite(index, answer)
+
+    def ask(self, question: str, k: int) -> dict:
+        """The API's response for one question."""
+        started = time.perf_counter()
+        answer, citations = self.answer(question, k)
+        return self.response(answer, citations, started)
 
     @staticmethod
     def response(answer: Answer, citations: list[Citation], started: float) -> dict:

@@ -1,0 +1,27 @@
+// Copy a plain-text citation; bring the cited span into view and focus on the source page.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.copy");
+  if (!button) return;
+  const text = button.dataset.citation;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  const label = button.textContent;
+  button.textContent = "Copied";
+  setTimeout(() => { button.textContent = label; }, 1500);
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const cited = document.getElementById("cited");
+  if (cited) {
+    cited.scrollIntoView({ block: "center" });
+    cited.focus({ preventScroll: true });
+  }
+});

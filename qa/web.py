@@ -1,0 +1,88 @@
+"""The web page: ask in the browser, read passages with their highlight, open the cited span.
+
+Server-rendered (Jinja escapes every source text), a little plain JavaScript for the copy button,
+no assets from outside the app.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, render_template, request, url_for
+
+from qa.api import DEFAULT_K, MAX_K, ApiError, validate_question
+from qa.citations import plain_citation
+from qa.service import QAService, ServiceUnavailable
+
+web = Blueprint("web", __name__)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _service() -> QAService:
+    return current_app.extensions["qa"]
+
+
+def _parts(text: str, offset: int, start: int, end: int) -> tuple[str, str, str]:
+    """Split `text` (which starts at `offset` in its source) around the absolute span [start, end)."""
+    lo, hi = start - offset, end - offset
+    return text[:lo], text[lo:hi], text[hi:]
+
+
+@web.get("/")
+def home():
+    raw = request.args.get("q")
+    k = request.args.get("k", type=int, default=DEFAULT_K)
+    k = min(max(k, 1), MAX_K)
+    context = {"question": raw or "", "k": k, "results": None, "answered": None, "error": None}
+    if raw is not None:
+        try:
+            answer, citations = _service().answer(validate_question(raw), k)
+            context["answered"] = answer.answered
+            context["results"] = [
+                {
+                    "c": c,
+                    "parts": _parts(c.text, c.span[0], *c.highlight),
+                    "plain": plain_citation(c),
+                    "href": url_for("web.source_page", source_id=c.source.id, s=c.span[0], e=c.span[1],
+                                    hs=c.highlight[0], he=c.highlight[1]) + "#cited",
+                }
+                for c in citations
+            ]
+        except ApiError as err:
+            context["error"] = err.message
+        except ServiceUnavailable as err:
+            context["error"] = str(err)
+    return render_template("index.html", **context)
+
+
+@web.get("/sources/<path:source_id>")
+def source_page(source_id: str):
+    try:
+        source = _service().index().sources.get(source_id)
+    except ServiceUnavailable as err:
+        return render_template("index.html", question="", k=DEFAULT_K, results=None, answered=None, error=str(err)), 503
+    if source is None:
+        abort(404)
+    text = source.text
+    s, e = request.args.get("s", type=int), request.args.get("e", type=int)
+    hs, he = request.args.get("hs", type=int), request.args.get("he", type=int)
+    cited = None
+    if s is not None and e is not None and 0 <= s < e <= len(text):
+        if hs is None or he is None or not (s <= hs < he <= e):
+            hs, he = s, s  # no valid sentence: mark the passage only
+        cited = {"before": text[:s], "lead": text[s:hs], "sentence": text[hs:he], "tail": text[he:e], "after": text[e:],
+                 "start": s, "end": e}
+    return render_template("source.html", source=source, cited=cited)
+
+
+@web.after_app_request
+def _security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
