@@ -43,8 +43,6 @@ def validate_question(value) -> str:
         raise ApiError(400, "empty_question", "the question is empty")
     if len(question) > MAX_QUESTION_CHARS:
         raise ApiError(400, "question_too_long", f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
-    if "\x00" in question:
-        raise ApiError(400, "invalid_question", "the question contains a NUL character")
     return question
 
 

@@ -295,7 +295,10 @@ class IndexBuilder:
             plan.append((source, chunks, spans, rows))
             texts.extend(source.text[s:e] for s, e in spans)
             texts.extend(c.text for c in chunks)
-        vectors = self.embedder.encode(texts, progress=self.progress)
+        # Identical texts (a caption in two articles, a run-on line cut into equal pieces) are encoded once.
+        unique = list(dict.fromkeys(texts))
+        row_of = {t: i for i, t in enumerate(unique)}
+        vectors = self.embedder.encode(unique, progress=self.progress)[[row_of[t] for t in texts]]
         at = 0
         for source, chunks, spans, rows in plan:
             n, m = len(spans), len(chunks)

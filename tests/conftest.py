@@ -109,3 +109,10 @@ class Server:
 def live_server(seed_index):
     with Server(seed_index.index_dir) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def api_schema(live_server):
+    import schemathesis
+
+    return schemathesis.openapi.from_url(live_server.base + "/api/openapi.json")
