@@ -194,9 +194,9 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
                 )
             )
     store = VectorStore.open(settings, version_dir, manifest["version"])
-    if store.count() != len(chunks):
+    if store.size != len(chunks):
         raise IndexUnavailable(
-            f"the vector store of version {manifest['version']} holds {store.count()} chunks, "
+            f"the vector store of version {manifest['version']} holds {store.size} chunks, "
             f"the manifest {len(chunks)}; {FULL_REBUILD_HINT}"
         )
     return LoadedIndex(
@@ -391,8 +391,9 @@ class IndexBuilder:
         }
         manifest["checksum"] = _manifest_checksum(manifest)
         _write_atomic(version_dir / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
+        replaced = current_version(settings.index_dir)
         _write_atomic(settings.index_dir / CURRENT, version + "\n")  # the switch
-        self._clean_up(keep={version, base_version} - {None})
+        self._clean_up(keep={version, replaced} - {None})
         return BuildReport(
             version=version,
             sources=len(sources),

@@ -7,6 +7,7 @@ Usage:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import Stemmer
+from bm25s.stopwords import STOPWORDS_EN_PLUS
 
-TOKEN_PATTERN = r"(?u)\b\w+\b"  # keep one-character tokens: "7" in "October 7" is the answer
+TOKEN = re.compile(r"(?u)\b\w+\b")  # keep one-character tokens: "7" in "October 7" is the answer
+STOPWORDS = frozenset(STOPWORDS_EN_PLUS)
 
 
 @cache
@@ -23,11 +26,10 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("english")
 
 
-def tokenize(texts: list[str]) -> list[list[str]]:
-    """The analysis BM25 uses, exposed so highlighting can weigh the same terms."""
-    return bm25s.tokenize(
-        texts, token_pattern=TOKEN_PATTERN, stopwords="en_plus", stemmer=_stemmer(), return_ids=False, show_progress=False
-    )
+def terms(text: str) -> list[str]:
+    """Lower-cased words, English stop words dropped, Snowball-stemmed: the analysis BM25 indexes
+    with, shared by highlighting and abstention so they weigh the same terms."""
+    return _stemmer().stemWords([w for w in TOKEN.findall(text.lower()) if w not in STOPWORDS])
 
 
 @dataclass
@@ -39,7 +41,7 @@ class LexicalIndex:
     def build(cls, texts: list[str]) -> "LexicalIndex":
         retriever = bm25s.BM25()
         # An empty vocabulary breaks bm25s; a placeholder document-free token keeps it valid.
-        retriever.index(tokenize(texts) if texts else [[]], show_progress=False)
+        retriever.index([terms(t) for t in texts] if texts else [[]], show_progress=False)
         return cls(retriever, len(texts))
 
     def save(self, folder: Path) -> None:
@@ -51,20 +53,20 @@ class LexicalIndex:
 
     def search(self, query: str, n: int) -> tuple[list[int], list[float]]:
         """Indices of the best `n` texts with positive score, best first."""
-        terms = [t for t in tokenize([query])[0] if t in self.retriever.vocab_dict]
-        if not terms or not self.size:
+        known = [t for t in terms(query) if t in self.retriever.vocab_dict]
+        if not known or not self.size:
             return [], []
-        docs, scores = self.retriever.retrieve([terms], k=min(n, self.size), show_progress=False)
+        docs, scores = self.retriever.retrieve([known], k=min(n, self.size), show_progress=False)
         keep = scores[0] > 0
         return docs[0][keep].tolist(), scores[0][keep].tolist()
 
     def knows(self, term: str) -> bool:
         return term in self.retriever.vocab_dict
 
-    def idf(self, terms: list[str]) -> np.ndarray:
+    def idf(self, words: list[str]) -> np.ndarray:
         """Inverse document frequency of each term (0 for terms the corpus lacks), for highlight weighting."""
         vocab = self.retriever.vocab_dict
-        ids = [vocab.get(t) for t in terms]
+        ids = [vocab.get(t) for t in words]
         # Column sums of the sparse score matrix would be costly; document frequency is stored per token.
         nonzero = np.diff(self.retriever.scores["indptr"])
         df = np.array([nonzero[i] if i is not None else 0 for i in ids], dtype=np.float64)

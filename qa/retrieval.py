@@ -21,7 +21,7 @@ import numpy as np
 from qa.data import Answer, Hit
 from qa.embedding import Embedder
 from qa.indexing import LoadedIndex
-from qa.lexical import tokenize
+from qa.lexical import terms as analyze
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
@@ -82,12 +82,12 @@ class Retriever:
         fused = reciprocal_rank_fusion(rankings)
         ordered = sorted(fused, key=lambda i: -fused[i])
 
-        terms = tokenize([question])[0]
+        terms = analyze(question)
         hits: list[Hit] = []
         kept_terms: list[set[str]] = []
         for i in ordered:
             hit = self._hit(index, i, fused[i], best_sentence[i], terms)
-            chunk_terms = set(tokenize([hit.chunk.text])[0])
+            chunk_terms = set(analyze(hit.chunk.text))
             if any(self._duplicates(hit, h) for h in hits) or any(
                 _jaccard(chunk_terms, t) > self.duplicate_jaccard for t in kept_terms
             ):
@@ -132,7 +132,7 @@ class Retriever:
         total = float(weights.sum())
         combined = []
         for (start, end), similarity in zip(chunk.sentences, similarities):
-            present = set(tokenize([index.sources[chunk.source_id].text[start:end]])[0])
+            present = set(analyze(index.sources[chunk.source_id].text[start:end]))
             coverage = sum(w for t, w in zip(terms, weights) if t in present) / total if total else 0.0
             combined.append((1 - self.lexical_weight) * float(similarity) + self.lexical_weight * coverage)
         best = int(np.argmax(combined))

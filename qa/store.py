@@ -57,6 +57,7 @@ def _collection_name(settings: Settings, version: str) -> str:
 @dataclass
 class VectorStore:
     collection: chromadb.Collection
+    size: int = -1  # of an opened version, which never changes: count() costs milliseconds a call
 
     @classmethod
     def create(
@@ -87,7 +88,7 @@ class VectorStore:
             collection = client.get_collection(_collection_name(settings, version), embedding_function=None)
         except Exception as err:
             raise StoreError(f"the vector store of index version {version} is missing or unreadable ({err})") from err
-        return cls(collection)
+        return cls(collection, collection.count())
 
     @staticmethod
     def drop(settings: Settings, version_dir: Path, version: str) -> None:
@@ -114,7 +115,7 @@ class VectorStore:
 
     def query(self, vector: np.ndarray, n: int) -> tuple[list[str], list[float]]:
         """Ids of the `n` nearest chunks and their cosine similarity, best first."""
-        n = min(n, self.count())
+        n = min(n, self.size if self.size >= 0 else self.count())
         if n <= 0:
             return [], []
         result = self.collection.query(query_embeddings=[vector], n_results=n, include=["distances"])

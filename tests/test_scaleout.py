@@ -1,0 +1,85 @@
+"""The service on a real Chroma server (`chroma run`) with two gunicorn workers, end to end:
+build into the server, serve, rebuild after a source change, every worker switches."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chromadb
+import pytest
+import requests
+
+from qa.indexing import current_version
+from tests.conftest import QA, Server, free_port
+from tests.test_lifecycle import NEW_SENTENCE, _edit
+
+CHROMA = str(Path(sys.executable).with_name("chroma"))
+
+
+@pytest.fixture()
+def chroma_server(tmp_path):
+    port = free_port()
+    process = subprocess.Popen([CHROMA, "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(url + "/api/v2/heartbeat", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the Chroma server did not start")
+            time.sleep(0.3)
+        yield url, port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _ask(base: str) -> dict:
+    response = requests.post(base + "/api/ask", json={"question": "What happened at La Orchila or in Reykjavik?", "k": 5}, timeout=30)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_copy, tmp_path):
+    url, port = chroma_server
+    env = {**os.environ, "QA_CHROMA_URL": url}
+    index_dir = tmp_path / "index"
+    build = [QA, "index", "--sources", str(sources_copy), "--index", str(index_dir)]
+    first = subprocess.run(build, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    old_version = current_version(index_dir)
+    assert not (index_dir / "versions" / old_version / "chroma").exists()  # vectors live on the server
+    client = chromadb.HttpClient(host="127.0.0.1", port=port)
+    assert [c.name for c in client.list_collections()] == [f"qa-chunks-{old_version}"]
+
+    with Server(index_dir, workers=2, threads=4, env={"QA_CHROMA_URL": url}) as server:
+        answers = [_ask(server.base) for _ in range(6)]
+        assert all(a["index_version"] == old_version for a in answers)
+        assert all(any("La Orchila" in r["text"] for r in a["results"]) for a in answers)
+
+        _edit(sources_copy)
+        second = subprocess.run(build, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0 and "updated 1" in second.stdout, second.stdout + second.stderr
+        new_version = current_version(index_dir)
+
+        # Both workers must switch: after the first new answer, many in a row must all be new.
+        deadline = time.monotonic() + 60
+        streak = 0
+        while streak < 12 and time.monotonic() < deadline:
+            answer = _ask(server.base)
+            streak = streak + 1 if answer["index_version"] == new_version else 0
+        assert streak >= 12
+        assert any(NEW_SENTENCE in r["text"] for r in answer["results"])
+        assert not any("La Orchila" in r["text"] for r in answer["results"])
+
+    names = {c.name for c in client.list_collections()}
+    assert f"qa-chunks-{new_version}" in names and len(names) <= 2
