@@ -145,3 +145,22 @@ def evaluate(questions, index_dir, url, k, as_json, report_dir):
         paths = write_report(report, Path(report_dir))
         click.echo(f"wrote {paths[0]} and {paths[1]}", err=True)
     click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))
+
+
+@main.command()
+@click.option("--sizes", default="1000,10000,100000", show_default=True, help="synthetic collection sizes, in chunks")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench/results", show_default=True)
+@SOURCES_OPTION
+def bench(sizes, out_dir, sources_dir):
+    """Benchmark latency, throughput, builds, cold start and scale, each beside its floor."""
+    from pathlib import Path
+
+    from qa.bench import Bench, format_bench
+
+    try:
+        parsed = tuple(int(s) for s in sizes.split(",") if s.strip())
+    except ValueError:
+        _fail(f"--sizes takes whole numbers separated by commas, not {sizes!r}", 2)
+    report = Bench(_settings(sources_dir=sources_dir), Path(out_dir), sizes=parsed).run()
+    click.echo(format_bench(report))
+    click.echo(f"\nwrote {Path(out_dir) / 'bench.json'} and {Path(out_dir) / 'bench.png'}", err=True)

@@ -1,0 +1,358 @@
+"""`qa bench`: what users wait for, each figure beside its floor measured in the same run.
+
+Floors: the bare model encoding the same strings (one question at a time for latency, batches
+for throughput and builds) with the same torch threads, on the same machine, in the same run.
+
+Scale uses synthetic collections built from the seeds by a fixed recipe (`distractors`):
+sentences of the seed articles with every number and every capitalised word after the first
+replaced at random, so no distractor states a gold answer's names or dates, packed into
+documents of 40 sentences. Sentence vectors are real model vectors (each distinct sentence is
+encoded once); a distractor chunk's vector is the normalised mean of its sentences' vectors, an
+approximation that keeps 100k chunks within minutes on two cores. Seed chunks are encoded for real.
+
+Usage:
+    >>> report = Bench(settings, out_dir=Path("bench/results")).run()
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from qa.chunking import split_sentences
+from qa.config import Settings
+from qa.embedding import Embedder
+from qa.evaluation import contains_answer, load_questions
+from qa.indexing import VERSIONS, IndexBuilder, current_version, load_index
+
+CLIENTS = 8
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def _post(base: str, question: str, k: int = 5) -> dict:
+    request = urllib.request.Request(base + "/api/ask", data=json.dumps({"question": question, "k": k}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Served:
+    """`qa serve` on a free loopback port for the length of a `with` block."""
+
+    def __init__(self, index_dir: Path, workers: int = 1, env: dict | None = None):
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        qa = str(Path(sys.executable).with_name("qa"))
+        self.args = [qa, "serve", "--port", str(self.port), "--index", str(index_dir), "--workers", str(workers)]
+        self.env = {**os.environ, **(env or {})}
+
+    def __enter__(self) -> "_Served":
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while True:  # cold start ends at the first answered question
+            try:
+                _post(self.base, "When was the treaty signed?")
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.__exit__()
+                    raise RuntimeError("qa serve did not start")
+                time.sleep(0.05)
+        self.cold_start = time.perf_counter() - self.started
+        return self
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server's processes (master and workers)."""
+        pids = [self.process.pid] + [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]
+        total = 0
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+        return total / 1024
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _latencies(base: str, questions: list[str]) -> list[float]:
+    out = []
+    for q in questions:
+        started = time.perf_counter()
+        _post(base, q)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def _throughput(base: str, questions: list[str], total: int) -> float:
+    queue = iter(range(total))
+    lock = threading.Lock()
+
+    def client():
+        while True:
+            with lock:
+                n = next(queue, None)
+            if n is None:
+                return
+            _post(base, questions[n % len(questions)])
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return total / (time.perf_counter() - started)
+
+
+class CachedEmbedder(Embedder):
+    """Real vectors for sentences (each distinct one encoded once); a chunk not seen before gets the
+    normalised mean of its sentences' vectors. For synthetic scale collections only (see module doc)."""
+
+    def __init__(self, model_path: str, chunk_tokens: int, exact: set[str]):
+        super().__init__(model_path)
+        self.cache: dict[str, np.ndarray] = {}
+        self.chunk_tokens = chunk_tokens
+        self.exact = exact  # texts encoded for real (the seed sources' chunks)
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        sentences = {t for t in texts if t in self.exact}
+        split = {}
+        for t in texts:
+            if t not in self.exact and t not in self.cache:
+                split[t] = [t[s:e] for s, e in split_sentences(t, self.chunk_tokens)]
+                sentences.update(split[t])
+        todo = [s for s in sentences if s not in self.cache]
+        for s, v in zip(todo, super().encode(todo)):
+            self.cache[s] = v
+        out = []
+        for t in texts:
+            if t not in self.cache:
+                mean = np.mean([self.cache[s] for s in split[t]], axis=0)
+                self.cache[t] = mean / max(np.linalg.norm(mean), 1e-12)
+            out.append(self.cache[t])
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+
+NUMBER = re.compile(r"\d+")
+CAPITALISED = re.compile(r"(?<=\s)[A-Z][\w’'-]+")
+
+
+def distractors(seed_sentences: list[str], n_docs: int, rng: random.Random, variants: int = 24) -> list[str]:
+    """Documents of 40 perturbed seed sentences each (the recipe in the module doc)."""
+    syllables = ["ka", "ro", "vel", "tin", "mar", "sol", "bri", "den", "lo", "qua", "zen", "pur"]
+
+    def name() -> str:
+        return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
+
+    pool = []
+    for sentence in seed_sentences:
+        for _ in range(variants):
+            varied = NUMBER.sub(lambda m: str(rng.randint(1, 9999)), sentence)
+            pool.append(CAPITALISED.sub(lambda m: name(), varied))
+    docs = []
+    for _ in range(n_docs):
+        picked = rng.sample(pool, 40)
+        docs.append("\n".join(" ".join(picked[i : i + 5]) for i in range(0, 40, 5)))
+    return docs
+
+
+@dataclass
+class Bench:
+    settings: Settings
+    out_dir: Path
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    rows: list[dict] = field(default_factory=list)
+    scale: list[dict] = field(default_factory=list)
+
+    def row(self, figure: str, value: float, floor: float | None, target: str, unit: str, higher_is_better: bool = False):
+        ratio = None if not floor else (floor / value if higher_is_better else value / floor)
+        self.rows.append({"figure": figure, "value": round(value, 3), "floor": None if floor is None else round(floor, 3),
+                          "unit": unit, "ratio": None if ratio is None else round(ratio, 2), "target": target})
+
+    def run(self) -> dict:
+        work = Path(tempfile.mkdtemp(prefix="qa-bench-"))
+        try:
+            embedder = Embedder(self.settings.model_path)
+            embedder.encode(["warm up"])
+            model = embedder.model
+            seeds = work / "seeds"
+            shutil.copytree(self.settings.sources_dir, seeds)
+            settings = replace(self.settings, sources_dir=seeds, index_dir=work / "index")
+            self._build(settings, embedder, model)
+            self._serve(settings, model)
+            for size in self.sizes:
+                self._scale(settings, embedder, size, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        report = {"machine": {"cores": os.cpu_count(), "torch_threads": _torch_threads()}, "rows": self.rows, "scale": self.scale}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "bench.json").write_text(json.dumps(report, indent=2))
+        _chart(report, self.out_dir / "bench.png")
+        return report
+
+    def _build(self, settings: Settings, embedder: Embedder, model) -> None:
+        started = time.perf_counter()
+        report = IndexBuilder(settings, embedder=embedder).run(full=True)
+        build = time.perf_counter() - started
+        index = load_index(settings)
+        chunk_texts = [c.text for c in index.chunks]
+        sentence_texts = [index.sources[c.source_id].text[s:e] for c in index.chunks for s, e in c.sentences]
+        started = time.perf_counter()
+        model.encode(chunk_texts, batch_size=embedder.batch_size)
+        floor_chunks = time.perf_counter() - started
+        started = time.perf_counter()
+        model.encode(list(dict.fromkeys(chunk_texts + sentence_texts)), batch_size=embedder.batch_size)
+        floor_all = time.perf_counter() - started
+        self.row("index build, chunks/s (vs bare encode of the chunk texts)", report.chunks / build,
+                 report.chunks / floor_chunks, "≥ 1/1.25 of floor", "chunks/s", higher_is_better=True)
+        self.row("index build, chunks/s (vs bare encode of every text it embeds)", report.chunks / build,
+                 report.chunks / floor_all, "—", "chunks/s", higher_is_better=True)
+        path = next(p for p in sorted(settings.sources_dir.glob("*.txt")))
+        path.write_text(path.read_text(encoding="utf-8") + "\nAn added closing line changes this source.", encoding="utf-8")
+        started = time.perf_counter()
+        incremental = IndexBuilder(settings, embedder=embedder).run()
+        self.row(f"incremental rebuild, 1 of {report.sources} sources changed, s (floor: full build)",
+                 time.perf_counter() - started, build, "≈ share of the collection changed", "s")
+
+    def _serve(self, settings: Settings, model) -> None:
+        questions = [q.question for q in load_questions(Path("eval/questions.jsonl"))]
+        with _Served(settings.index_dir) as server:
+            self.row("cold start: qa serve to first answer, s", server.cold_start, None, "< 10 s", "s")
+            _latencies(server.base, questions[:10])
+            served = _latencies(server.base, questions * 3)
+            floor = []
+            for q in questions * 3:
+                started = time.perf_counter()
+                model.encode(q)
+                floor.append((time.perf_counter() - started) * 1000)
+            self.row("query latency p50 over loopback, ms", _percentile(served, 50), _percentile(floor, 50), "≤ 1.5× floor", "ms")
+            self.row("query latency p95 over loopback, ms", _percentile(served, 95), _percentile(floor, 95), "≤ 3× floor", "ms")
+            rate = _throughput(server.base, questions, 400)
+        batch = questions * 4
+        started = time.perf_counter()
+        model.encode(batch, batch_size=32)
+        floor_rate = len(batch) / (time.perf_counter() - started)
+        self.row(f"throughput, {CLIENTS} concurrent clients, questions/s", rate, floor_rate, "≥ 0.7× floor", "q/s", higher_is_better=True)
+
+    def _scale(self, seed_settings: Settings, embedder: Embedder, size: int, work: Path) -> None:
+        folder = work / f"scale-{size}"
+        shutil.copytree(seed_settings.sources_dir, folder)
+        seed_index = load_index(seed_settings)
+        seed_ids = set(seed_index.sources)
+        sentences = sorted({s.text[a:b] for s in seed_index.sources.values() for c in seed_index.chunks
+                            if c.source_id == s.id for a, b in c.sentences})
+        per_doc = 18  # chunks a 40-sentence distractor makes at 128 tokens, measured
+        for i, doc in enumerate(distractors(sentences, max(1, (size - len(seed_index.chunks)) // per_doc), random.Random(size))):
+            (folder / f"synthetic-{i:06d}.txt").write_text(doc, encoding="utf-8")
+        settings = replace(seed_settings, sources_dir=folder, index_dir=work / f"index-{size}",
+                           max_source_bytes=seed_settings.max_source_bytes)
+        cached = CachedEmbedder(self.settings.model_path, settings.chunk_tokens, exact={c.text for c in seed_index.chunks})
+        cached._model = embedder.model
+        started = time.perf_counter()
+        report = IndexBuilder(settings, embedder=cached).run(full=True)
+        build = time.perf_counter() - started
+        path = folder / f"{sorted(seed_ids)[0]}.txt"
+        path.write_text(path.read_text(encoding="utf-8") + "\nAn added closing line changes this source.", encoding="utf-8")
+        started = time.perf_counter()
+        IndexBuilder(settings, embedder=cached).run()
+        incremental = time.perf_counter() - started
+        version_dir = settings.index_dir / VERSIONS / current_version(settings.index_dir)
+        disk = sum(p.stat().st_size for p in version_dir.rglob("*") if p.is_file()) / 2**20
+        gold = [q for q in load_questions(Path("eval/questions.jsonl")) if q.answerable]
+        with _Served(settings.index_dir) as server:
+            _latencies(server.base, [q.question for q in gold[:5]])
+            started_all = []
+            hits = sources = 0
+            for q in gold:
+                started = time.perf_counter()
+                results = _post(server.base, q.question)["results"]
+                started_all.append((time.perf_counter() - started) * 1000)
+                top = [r for r in results[:5] if r["source"]["id"] in seed_ids]
+                hits += any(contains_answer(r["text"], q.answers) for r in top)
+                sources += any(r["source"]["id"] in q.sources for r in top)
+            rss = server.rss_mb()
+        self.scale.append({
+            "chunks": report.chunks, "build_s": round(build, 1), "build_chunks_per_s": round(report.chunks / build, 1),
+            "incremental_s": round(incremental, 2), "query_p50_ms": round(_percentile(started_all, 50), 1),
+            "query_p95_ms": round(_percentile(started_all, 95), 1), "server_rss_mb": round(rss), "disk_mb": round(disk, 1),
+            "answer@5": round(hits / len(gold), 3), "source@5": round(sources / len(gold), 3),
+        })
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def format_bench(report: dict) -> str:
+    lines = [f"machine: {report['machine']['cores']} cores, torch threads {report['machine']['torch_threads']}, no GPU", ""]
+    lines.append(f"{'figure':<72}{'value':>10}{'floor':>10}{'ratio':>8}  target")
+    for r in report["rows"]:
+        floor = "—" if r["floor"] is None else f"{r['floor']:.2f}"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}×"
+        lines.append(f"{r['figure']:<72}{r['value']:>10.2f}{floor:>10}{ratio:>8}  {r['target']}")
+    if report["scale"]:
+        lines.append("")
+        keys = list(report["scale"][0])
+        lines.append("".join(f"{k:>19}" for k in keys))
+        for row in report["scale"]:
+            lines.append("".join(f"{row[k]:>19}" for k in keys))
+    return "\n".join(lines)
+
+
+def _chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = report["scale"]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), dpi=100)
+    if scale:
+        x = [r["chunks"] for r in scale]
+        for ax, keys, title in zip(axes, [("query_p50_ms", "query_p95_ms"), ("build_chunks_per_s",), ("server_rss_mb",), ("disk_mb",)],
+                                   ["query latency (ms)", "build rate (chunks/s)", "server RSS (MB)", "index on disk (MB)"]):
+            for key in keys:
+                ax.plot(x, [r[key] for r in scale], marker="o", label=key)
+            ax.set_xscale("log")
+            ax.set_xlabel("chunks")
+            ax.set_title(title, fontsize=10)
+            if len(keys) > 1:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
