@@ -150,8 +150,9 @@ def evaluate(questions, index_dir, url, k, as_json, report_dir):
 @main.command()
 @click.option("--sizes", default="1000,10000,100000", show_default=True, help="synthetic collection sizes, in chunks")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench/results", show_default=True)
+@click.option("--no-scaleout", is_flag=True, help="skip the 1-vs-2-worker run against a Chroma server")
 @SOURCES_OPTION
-def bench(sizes, out_dir, sources_dir):
+def bench(sizes, out_dir, no_scaleout, sources_dir):
     """Benchmark latency, throughput, builds, cold start and scale, each beside its floor."""
     from pathlib import Path
 
@@ -161,6 +162,6 @@ def bench(sizes, out_dir, sources_dir):
         parsed = tuple(int(s) for s in sizes.split(",") if s.strip())
     except ValueError:
         _fail(f"--sizes takes whole numbers separated by commas, not {sizes!r}", 2)
-    report = Bench(_settings(sources_dir=sources_dir), Path(out_dir), sizes=parsed).run()
+    report = Bench(_settings(sources_dir=sources_dir), Path(out_dir), sizes=parsed, scaleout=not no_scaleout).run()
     click.echo(format_bench(report))
     click.echo(f"\nwrote {Path(out_dir) / 'bench.json'} and {Path(out_dir) / 'bench.png'}", err=True)

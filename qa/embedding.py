@@ -10,6 +10,8 @@ Usage:
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import threading
 from functools import cache
 from dataclasses import dataclass, field
@@ -41,8 +43,11 @@ def model_fingerprint(model_path: str) -> str:
 class Embedder:
     model_path: str
     batch_size: int = 64
+    max_batch: int = 32
     _model: object = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _questions: queue.SimpleQueue | None = field(default=None, init=False, repr=False)
+    _batcher_pid: int = field(default=0, init=False, repr=False)
 
     @property
     def model(self):
@@ -73,3 +78,38 @@ class Embedder:
             show_progress_bar=progress,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_question(self, text: str) -> np.ndarray:
+        """One question's vector. Questions asked at the same moment from several threads are encoded
+        together in one model call: under load the model runs at its batch rate instead of once per
+        request, and a question asked alone still goes straight through."""
+        with self._lock:
+            if self._questions is None or self._batcher_pid != os.getpid():  # a forked worker starts its own
+                self._questions = queue.SimpleQueue()
+                self._batcher_pid = os.getpid()
+                threading.Thread(target=self._batch_questions, args=(self._questions,), name="qa-encoder", daemon=True).start()
+        slot: dict = {"text": text, "done": threading.Event()}
+        self._questions.put(slot)
+        slot["done"].wait()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["vector"]
+
+    def _batch_questions(self, questions: queue.SimpleQueue) -> None:
+        while True:
+            batch = [questions.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(questions.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                vectors = self.encode([slot["text"] for slot in batch])
+            except Exception as err:  # handed to every waiting caller; the thread lives on
+                for slot in batch:
+                    slot["error"] = err
+                    slot["done"].set()
+                continue
+            for slot, vector in zip(batch, vectors):
+                slot["vector"] = vector
+                slot["done"].set()

@@ -265,9 +265,12 @@ class IndexBuilder:
             index = load_index(self.settings)
         except Exception as err:  # any damage to the old version only means: build everything
             return None, {}, str(err)
+        by_source: dict[str, list[int]] = {}
+        for i, chunk in enumerate(index.chunks):
+            by_source.setdefault(chunk.source_id, []).append(i)
         data: dict[str, _SourceData] = {}
         for source in index.sources.values():
-            positions = [i for i, c in enumerate(index.chunks) if c.source_id == source.id]
+            positions = by_source[source.id]
             rows = index.chunk_rows[positions]
             lo, hi = int(rows[:, 0].min()), int(rows[:, 1].max())
             # Sentence rows of one source are contiguous, and so are its chunks.

@@ -54,8 +54,7 @@ class Retriever:
     lexical_weight: float = 0.3  # share of the highlight score given to question terms present
 
     def run(self, index: LoadedIndex, question: str, k: int = 5) -> Answer:
-        query = self.embedder.encode([question])[0]
-        return self.run_with_vector(index, question, query, k)
+        return self.run_with_vector(index, question, self.embedder.encode_question(question), k)
 
     def run_with_vector(self, index: LoadedIndex, question: str, query: np.ndarray, k: int) -> Answer:
         if not index.chunks:

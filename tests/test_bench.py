@@ -1,0 +1,24 @@
+"""A quick `qa bench` (one small synthetic size, no scale-out) keeps the benchmark's code path alive.
+It checks that every figure is measured and sits beside a positive floor, not how fast it is."""
+import json
+import subprocess
+
+from tests.conftest import QA, ROOT
+
+
+def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
+    result = subprocess.run([QA, "bench", "--sizes", "300", "--no-scaleout", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    figures = {r["figure"]: r for r in report["rows"]}
+    assert any("query latency p50" in f for f in figures) and any("throughput" in f for f in figures)
+    for row in report["rows"]:
+        assert row["value"] > 0
+        if row["floor"] is not None:
+            assert row["floor"] > 0 and row["ratio"] > 0
+    (scale,) = report["scale"]
+    assert scale["chunks"] >= 300 and scale["query_p50_ms"] > 0 and scale["disk_mb"] > 0
+    assert 0 <= scale["answer@5"] <= 1
+    assert (tmp_path / "bench.png").stat().st_size > 5000
+    assert "query latency p50" in result.stdout
