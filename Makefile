@@ -27,7 +27,7 @@ test: setup
 eval: index
 	$(BIN)/qa eval --report eval/reports
 
-bench: index
+bench: setup
 	$(BIN)/qa bench
 
 loadtest: setup

@@ -6,6 +6,7 @@ import hmac
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from qa.embedding import ModelError
 from qa.indexing import BuildBusy
 from qa.openapi import openapi_document
 from qa.service import QAService, ServiceUnavailable
@@ -152,6 +153,11 @@ def _api_error(err: ApiError):
 @api.errorhandler(ServiceUnavailable)
 def _unavailable(err: ServiceUnavailable):
     return error_response(503, "index_unavailable", str(err))
+
+
+@api.errorhandler(ModelError)
+def _no_model(err: ModelError):
+    return error_response(503, "model_unavailable", str(err))
 
 
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",

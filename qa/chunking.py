@@ -27,7 +27,9 @@ def encoding() -> tiktoken.Encoding:
 
 
 def count_tokens(texts: list[str]) -> list[int]:
-    return [len(t) for t in encoding().encode_ordinary_batch(texts)]
+    # A plain loop: tiktoken's *_batch calls start a thread pool each time, ten times slower here.
+    encode = encoding().encode_ordinary
+    return [len(encode(t)) for t in texts]
 
 
 def split_sentences(text: str, max_tokens: int) -> list[tuple[int, int]]:

@@ -35,6 +35,7 @@ def main():
 @click.option("--wait", type=float, default=0, show_default=True, help="seconds to wait for a running build to finish")
 def index(sources_dir, index_dir, full, watch, wait):
     """Build or update the index from the sources folder."""
+    from qa.embedding import ModelError
     from qa.indexing import BuildBusy, IndexBuilder
     from qa.sources import SourceError
 
@@ -55,7 +56,7 @@ def index(sources_dir, index_dir, full, watch, wait):
             from qa.watching import watch_sources
 
             watch_sources(settings.sources_dir, lambda: build(False), echo=lambda m: click.echo(m, err=True))
-    except (BuildBusy, SourceError) as err:
+    except (BuildBusy, SourceError, ModelError) as err:
         _fail(str(err))
 
 
@@ -67,6 +68,7 @@ def index(sources_dir, index_dir, full, watch, wait):
 def ask(question, k, as_json, index_dir):
     """Ask QUESTION; print the passages that answer it with their citations."""
     from qa.api import ApiError, validate_question
+    from qa.embedding import ModelError
     from qa.service import QAService, ServiceUnavailable
 
     try:
@@ -74,7 +76,7 @@ def ask(question, k, as_json, index_dir):
         response = QAService(_settings(index_dir=index_dir)).ask(question, k)
     except ApiError as err:
         _fail(err.message, 2)
-    except ServiceUnavailable as err:
+    except (ServiceUnavailable, ModelError) as err:
         _fail(str(err))
     if as_json:
         click.echo(json.dumps(response, ensure_ascii=False, indent=2))

@@ -17,7 +17,7 @@ import time
 from qa.citations import cite, citation_json, source_json
 from qa.config import Settings
 from qa.data import Answer, Citation
-from qa.embedding import Embedder
+from qa.embedding import Embedder, ModelError
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
 from qa.retrieval import Retriever
 from qa.store import StoreError
@@ -61,7 +61,7 @@ class QAService:
         try:
             self._index = load_index(self.settings)
             self._error = self._failed_version = None
-        except (IndexUnavailable, StoreError) as err:
+        except (IndexUnavailable, StoreError, ModelError) as err:
             self._error = str(err)
             self._failed_version = current_version(self.settings.index_dir)
         except Exception as err:  # a damaged file can fail in numpy, json or Chroma: report, keep serving

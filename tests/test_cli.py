@@ -37,6 +37,16 @@ def test_cli_errors_are_clear(tmp_path):
     assert no_folder.returncode == 1 and "does not exist" in no_folder.stderr and "Traceback" not in no_folder.stderr
 
 
+def test_missing_model_is_a_clear_error(tmp_path, seed_index):
+    import os
+
+    env = {**os.environ, "QA_MODEL_PATH": str(tmp_path / "no-model")}
+    asked = run("ask", "treaty", "--index", str(seed_index.index_dir), env=env)
+    assert asked.returncode == 1 and "no-model" in asked.stderr and "Traceback" not in asked.stderr
+    built = run("index", "--sources", str(SEEDS), "--index", str(tmp_path / "i"), env=env)
+    assert built.returncode == 1 and "QA_MODEL_PATH" in built.stderr and "Traceback" not in built.stderr
+
+
 def test_index_reports_bad_files_and_finishes(tmp_path):
     folder = tmp_path / "src"
     folder.mkdir()
