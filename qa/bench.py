@@ -412,6 +412,7 @@ def _chart(report: dict, path: Path) -> None:
             for key in keys:
                 ax.plot(x, [r[key] for r in scale], marker="o", label=key)
             ax.set_xscale("log")
+            ax.set_ylim(bottom=0)
             ax.set_xlabel("chunks")
             ax.set_title(title, fontsize=10)
             if len(keys) > 1:
