@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -274,7 +273,7 @@ class Bench:
         path = next(p for p in sorted(settings.sources_dir.glob("*.txt")))
         path.write_text(path.read_text(encoding="utf-8") + "\nAn added closing line changes this source.", encoding="utf-8")
         started = time.perf_counter()
-        incremental = IndexBuilder(settings, embedder=embedder).run()
+        IndexBuilder(settings, embedder=embedder).run()
         self.row(f"incremental rebuild, 1 of {report.sources} sources changed, s (floor: full build)",
                  time.perf_counter() - started, build, "≈ share of the collection changed", "s")
 

@@ -1,7 +1,6 @@
 """The web page in a real headless Chromium (Debian's package) driven by Playwright."""
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
