@@ -31,7 +31,7 @@ bench: setup
 	$(BIN)/qa bench
 
 loadtest: setup
-	QA_LOADTEST_FULL=1 $(BIN)/python -m pytest -q tests/test_load.py
+	QA_LOADTEST_FULL=1 $(BIN)/python -m pytest -q -s tests/test_load.py
 
 clean:
 	rm -rf $(VENV) index/CURRENT index/versions index/.build.lock
