@@ -282,6 +282,7 @@ class IndexBuilder:
                 chunk_rows=rows - lo,
                 chunk_vectors=index.chunk_vectors[positions],
             )
+        index.store.close()
         return version, data, None
 
     def _embed(self, sources: list[Source]) -> dict[str, _SourceData]:
@@ -367,6 +368,7 @@ class IndexBuilder:
             [{"source_id": c.source_id} for c in new_chunks],
         )
 
+        store.close()
         LexicalIndex.build([c.text for c in chunks]).save(version_dir / "bm25")
         (version_dir / "sources.json").write_text(
             json.dumps([{**asdict(s), "meta": asdict(s.meta)} for s in sources], ensure_ascii=False), encoding="utf-8"

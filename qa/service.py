@@ -33,6 +33,7 @@ class QAService:
         self.embedder = embedder or Embedder(settings.model_path)
         self.retriever = retriever or Retriever(self.embedder)
         self._index: LoadedIndex | None = None
+        self._retired: LoadedIndex | None = None  # the version replaced last; requests may still hold it
         self._error: str | None = None
         self._failed_version: str | None = None
         self._loading = threading.Lock()
@@ -59,7 +60,11 @@ class QAService:
 
     def _load(self) -> None:
         try:
-            self._index = load_index(self.settings)
+            loaded = load_index(self.settings)
+            # The version two switches back can have no request left on it: release its store.
+            if self._retired is not None:
+                self._retired.store.close()
+            self._retired, self._index = self._index, loaded
             self._error = self._failed_version = None
         except (IndexUnavailable, StoreError, ModelError) as err:
             self._error = str(err)

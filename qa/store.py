@@ -57,6 +57,7 @@ def _collection_name(settings: Settings, version: str) -> str:
 @dataclass
 class VectorStore:
     collection: chromadb.Collection
+    client: object = None  # closed with the store: each version's embedded client holds files and memory
     size: int = -1  # of an opened version, which never changes: count() costs milliseconds a call
 
     @classmethod
@@ -79,7 +80,7 @@ class VectorStore:
         collection = client.get_or_create_collection(
             name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
         )
-        return cls(collection), copied
+        return cls(collection, client), copied
 
     @classmethod
     def open(cls, settings: Settings, version_dir: Path, version: str) -> "VectorStore":
@@ -88,7 +89,7 @@ class VectorStore:
             collection = client.get_collection(_collection_name(settings, version), embedding_function=None)
         except Exception as err:
             raise StoreError(f"the vector store of index version {version} is missing or unreadable ({err})") from err
-        return cls(collection, collection.count())
+        return cls(collection, client, collection.count())
 
     @staticmethod
     def drop(settings: Settings, version_dir: Path, version: str) -> None:
@@ -98,6 +99,11 @@ class VectorStore:
                 _client(settings, version_dir).delete_collection(_collection_name(settings, version))
             except Exception:
                 pass
+
+    def close(self) -> None:
+        """Release the client (reference-counted by Chroma: another holder of the same path keeps it)."""
+        if self.client is not None:
+            self.client.close()
 
     def add(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
         batch = self.collection._client.get_max_batch_size()
