@@ -285,6 +285,15 @@ class IndexBuilder:
         index.store.close()
         return version, data, None
 
+    def _served_hashes(self) -> dict[str, str]:
+        """Source hashes of the version being served, from its manifest, if one can be read."""
+        version = current_version(self.settings.index_dir)
+        try:
+            manifest = _read_manifest(self.settings.index_dir / VERSIONS / version) if version else {}
+            return {sid: entry["sha256"] for sid, entry in manifest.get("sources", {}).items()}
+        except (IndexUnavailable, KeyError, TypeError, AttributeError):
+            return {}
+
     def _embed(self, sources: list[Source]) -> dict[str, _SourceData]:
         """Chunk and embed: every chunk (the dense retrieval unit) and every distinct sentence
         (for best-sentence ranking and the highlight), in one encode call."""
@@ -322,17 +331,20 @@ class IndexBuilder:
         settings = self.settings
         sources, problems = SourceReader(max_bytes=settings.max_source_bytes).run(settings.sources_dir)
         base_version, previous, full_reason = self._previous(full)
-        added = [s.id for s in sources if s.id not in previous]
-        updated = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 != s.sha256]
-        removed = sorted(set(previous) - {s.id for s in sources})
-        kept = [s.id for s in sources if s.id in previous and s.id not in updated]
+        # What changed is told against the version being replaced, even when a full build reuses nothing.
+        before = {sid: d.source.sha256 for sid, d in previous.items()} or self._served_hashes()
+        added = [s.id for s in sources if s.id not in before]
+        updated = [s.id for s in sources if s.id in before and before[s.id] != s.sha256]
+        removed = sorted(set(before) - {s.id for s in sources})
+        kept = [s.id for s in sources if s.id in before and s.id not in updated]
+        reused = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 == s.sha256]
         if base_version and not (added or updated or removed) and all(previous[s.id].source.meta == s.meta for s in sources):
             return BuildReport(  # nothing changed: keep serving the current version
                 version=base_version, sources=len(sources), chunks=sum(len(previous[s.id].chunks) for s in sources),
                 embedded_chunks=0, embedded_sentences=0, kept=kept, problems=problems,
                 seconds=time.perf_counter() - started, up_to_date=True,
             )
-        fresh = self._embed([s for s in sources if s.id not in kept])
+        fresh = self._embed([s for s in sources if s.id not in reused])
         per_source = {s.id: fresh.get(s.id) or replace(previous[s.id], source=s) for s in sources}
 
         version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"

@@ -69,6 +69,14 @@ def test_nothing_changed_writes_no_new_version(seed_index, embedder):
     assert report.up_to_date and current_version(seed_index.index_dir) == before
 
 
+def test_full_rebuild_embeds_everything_and_reports_against_the_served_version(seed_index, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    subprocess.run(["cp", "-r", str(seed_index.index_dir), str(index_dir)], check=True)
+    settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": index_dir})
+    report = IndexBuilder(settings, embedder=embedder).run(full=True)
+    assert len(report.kept) == 5 and not report.added and report.embedded_chunks == report.chunks
+
+
 def _wait_for_path(pattern_root: Path, name: str, process: subprocess.Popen, timeout: float = 120) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
