@@ -23,6 +23,9 @@ from qa.retrieval import Retriever
 from qa.store import StoreError
 
 
+RETRY_SECONDS = 10  # a version that failed to load is tried again after this (a Chroma server may be back)
+
+
 class ServiceUnavailable(Exception):
     """No usable index; the message says what is wrong and how to fix it."""
 
@@ -36,6 +39,7 @@ class QAService:
         self._retired: LoadedIndex | None = None  # the version replaced last; requests may still hold it
         self._error: str | None = None
         self._failed_version: str | None = None
+        self._failed_at = 0.0
         self._loading = threading.Lock()
 
     def index(self) -> LoadedIndex:
@@ -44,7 +48,8 @@ class QAService:
         loaded = self._index
         if loaded is not None and loaded.version == wanted:
             return loaded
-        if wanted is not None and wanted != self._failed_version:
+        retry = wanted != self._failed_version or time.monotonic() - self._failed_at > RETRY_SECONDS
+        if wanted is not None and retry:
             # One thread loads; the others keep answering from the version they have, if any.
             if self._loading.acquire(blocking=loaded is None):
                 try:
@@ -67,11 +72,14 @@ class QAService:
             self._retired, self._index = self._index, loaded
             self._error = self._failed_version = None
         except (IndexUnavailable, StoreError, ModelError) as err:
-            self._error = str(err)
-            self._failed_version = current_version(self.settings.index_dir)
+            self._failed(str(err))
         except Exception as err:  # a damaged file can fail in numpy, json or Chroma: report, keep serving
-            self._error = f"the index cannot be loaded ({type(err).__name__}: {err}); run `qa index --full`"
-            self._failed_version = current_version(self.settings.index_dir)
+            self._failed(f"the index cannot be loaded ({type(err).__name__}: {err}); run `qa index --full`")
+
+    def _failed(self, message: str) -> None:
+        self._error = message
+        self._failed_version = current_version(self.settings.index_dir)
+        self._failed_at = time.monotonic()
 
     def health(self) -> dict:
         try:
