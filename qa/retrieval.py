@@ -54,11 +54,9 @@ class Retriever:
     lexical_weight: float = 0.3  # share of the highlight score given to question terms present
 
     def run(self, index: LoadedIndex, question: str, k: int = 5) -> Answer:
-        return self.run_with_vector(index, question, self.embedder.encode_question(question), k)
-
-    def run_with_vector(self, index: LoadedIndex, question: str, query: np.ndarray, k: int) -> Answer:
         if not index.chunks:
             return Answer(question, answered=False, index_version=index.version)
+        query = self.embedder.encode_question(question)
         n = max(self.candidates, 2 * k)
         rankings: list[list[int]] = []
         pool: set[int] = set()
