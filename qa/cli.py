@@ -126,27 +126,77 @@ def serve(host, port, workers, threads, index_dir):
 @click.option("--questions", type=click.Path(dir_okay=False), default="eval/questions.jsonl", show_default=True)
 @INDEX_OPTION
 @click.option("--url", help="evaluate a running service through its /api/ask (shipped configuration only)")
-@click.option("-k", type=click.IntRange(1, 10), default=5, show_default=True, help="passages shown per failure check (metrics use 1/3/5/10)")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--collection", "collection_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="a collection folder (sources/ and questions.jsonl): build a temporary index of it and score it")
+@click.option("--all", "all_collections", is_flag=True, help="the seeds and every collection under eval/collections/")
+@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="all", show_default=True, help="questions scored")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False), help="where collection indexes are built (default: a temporary folder); reused incrementally")
+@click.option("--compare", nargs=2, type=click.Path(dir_okay=False, exists=True), metavar="OLD.json NEW.json",
+              help="list the questions that got better or worse between two --json runs")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (with every question's ranks)")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="write eval.json and eval.png here")
-def evaluate(questions, index_dir, url, k, as_json, report_dir):
-    """Measure answer@k, MRR, abstention and latency; ablations side by side."""
+def evaluate(questions, index_dir, url, collection_dirs, all_collections, split, work_dir, compare, as_json, report_dir):
+    """Measure answer@k, MRR, highlight, abstention and latency; baselines and ablations side by side."""
+    import tempfile
     from pathlib import Path
 
-    from qa.evaluation import Evaluator, QuestionsError, format_table, load_questions, write_report
+    from qa import evaluation as ev
+    from qa.embedding import Embedder
     from qa.indexing import IndexUnavailable
+    from qa.ranker import RankerError
 
+    if compare:
+        try:
+            old, new = (json.loads(Path(p).read_text(encoding="utf-8")) for p in compare)
+        except (OSError, ValueError) as err:
+            _fail(f"cannot read a --json report: {err}")
+        changes = ev.compare(old, new)
+        for c in changes:
+            click.echo(f"{c['change']:<7}{c['collection'] + ':' if c['collection'] else ''}{c['id']}  {c['old']} → {c['new']}")
+        click.echo(f"{sum(c['change'] == 'better' for c in changes)} better, {sum(c['change'] == 'worse' for c in changes)} worse")
+        return
+    chosen = None if split == "all" else split
     try:
-        gold = load_questions(Path(questions))
-        report = Evaluator(_settings(index_dir=index_dir), url=url).run(gold)
-    except (QuestionsError, IndexUnavailable) as err:
+        if collection_dirs or all_collections:
+            collections = ev.discover_collections() if all_collections else [ev.collection_at(Path(d)) for d in collection_dirs]
+            settings = _settings()
+            with tempfile.TemporaryDirectory(prefix="qa-eval-") as tmp:
+                report = ev.evaluate_collections(collections, Path(work_dir or tmp), Embedder(settings.model_path), chosen)
+            text = ev.format_collections(report)
+        else:
+            gold = [q for q in ev.load_questions(Path(questions)) if chosen in (None, q.split)]
+            report = ev.Evaluator(_settings(index_dir=index_dir), url=url).run(gold)
+            text = ev.format_table(report)
+    except (ev.QuestionsError, IndexUnavailable, RankerError) as err:
         _fail(str(err))
     except OSError as err:
-        _fail(f"cannot reach {url}: {err}")
+        _fail(f"cannot reach {url}: {err}" if url else str(err))
     if report_dir:
-        paths = write_report(report, Path(report_dir))
+        paths = ev.write_report(report, Path(report_dir))
         click.echo(f"wrote {paths[0]} and {paths[1]}", err=True)
-    click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))
+    click.echo(json.dumps(report, ensure_ascii=False) if as_json else text)
+
+
+@main.command()
+@click.option("--work", "work_dir", type=click.Path(file_okay=False), help="where collection indexes are built (default: a temporary folder)")
+@click.option("--out", type=click.Path(dir_okay=False), help="model file to write (default: the shipped qa/ranker.json)")
+def fit(work_dir, out):
+    """Fit the ranking and abstention weights on every collection's dev split; print leave-one-collection-out figures."""
+    import tempfile
+    from pathlib import Path
+
+    from qa.embedding import Embedder
+    from qa.evaluation import discover_collections
+    from qa.fitting import Fitter, format_loco
+    from qa.ranker import MODEL_FILE
+
+    settings = _settings()
+    with tempfile.TemporaryDirectory(prefix="qa-fit-") as tmp:
+        model, loco = Fitter(Path(work_dir or tmp), Embedder(settings.model_path)).run(discover_collections())
+    target = Path(out) if out else MODEL_FILE
+    model.save(target)
+    click.echo(format_loco(loco))
+    click.echo(f"wrote {target} (threshold {model.threshold})", err=True)
 
 
 @main.command()

@@ -1,13 +1,19 @@
-"""Measure retrieval on a gold question set, with ablations side by side in one run.
+"""Measure retrieval on gold question sets, with baselines and ablations side by side in one run.
 
-Configurations: the shipped hybrid, dense only, BM25 only (all on the built index, through the
-same `Retriever` the API uses), and a naive baseline a user would otherwise build: fixed
-1000-character chunks with 200 overlap, dense top-k, no abstention. With `url`, the shipped
-configuration is measured through a running service's `/api/ask` instead.
+Configurations: the shipped hybrid, each of its signal groups switched off (`-constraints`,
+`-coverage`, …), dense only, BM25 only (all on the built index, through the same `Retriever` the
+API uses), and a naive baseline a user would otherwise build: fixed 1000-character chunks with
+200 overlap, dense top-k, no abstention. With `url`, the shipped configuration is measured
+through a running service's `/api/ask` instead.
+
+A *collection* is a folder `eval/collections/<name>/` with `sources/` and `questions.jsonl`;
+the seeds (`seeds/` with `eval/questions.jsonl`) are one too. Each question belongs to the `dev`
+split (what `qa fit` may read) or the `test` split (what no tuning reads).
 
 Usage:
     >>> report = Evaluator(settings).run(load_questions(Path("eval/questions.jsonl")))
     >>> print(format_table(report))
+    >>> reports = evaluate_collections(discover_collections(), work_dir, embedder)
 """
 from __future__ import annotations
 
@@ -26,11 +32,16 @@ import numpy as np
 
 from qa.config import Settings
 from qa.embedding import Embedder
-from qa.indexing import LoadedIndex, load_index
-from qa.retrieval import Retriever
+from qa.indexing import IndexBuilder, LoadedIndex, load_index
+from qa.ranker import RankerModel
+from qa.retrieval import SIGNALS, Retriever
 
 DEPTH = 10  # passages fetched per question: MRR@10 needs ten
-CONFIGS = ("hybrid", "dense", "bm25", "naive")
+ABLATIONS = tuple(f"-{group}" for group in SIGNALS)
+CONFIGS = ("hybrid", *ABLATIONS, "dense", "bm25", "naive")
+BASELINES = ("dense", "bm25", "naive")
+SPLITS = ("dev", "test")
+SEEDS_COLLECTION = "seeds"
 NAIVE_CHARS, NAIVE_OVERLAP = 1000, 200
 METRICS = ("answer@1", "answer@3", "answer@5", "mrr@10", "source@5", "highlight@1", "abstention", "false_abstention")
 
@@ -47,6 +58,7 @@ class Question:
     sources: list[str]
     answerable: bool
     tags: list[str] = field(default_factory=list)
+    split: str = "dev"
 
 
 @dataclass(frozen=True)
@@ -79,12 +91,14 @@ def load_questions(path: Path) -> list[Question]:
             q = Question(
                 id=str(raw["id"]), question=str(raw["question"]), answers=[str(a) for a in raw["answers"]],
                 sources=[str(s) for s in raw.get("sources", [])], answerable=bool(raw["answerable"]),
-                tags=[str(t) for t in raw.get("tags", [])],
+                tags=[str(t) for t in raw.get("tags", [])], split=str(raw.get("split", "dev")),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise QuestionsError(f"{path}:{number}: not a question object ({err})") from err
         if q.answerable and not q.answers:
             raise QuestionsError(f"{path}:{number}: answerable question {q.id} has no answer strings")
+        if q.split not in SPLITS:
+            raise QuestionsError(f"{path}:{number}: split must be one of {', '.join(SPLITS)}, not {q.split!r}")
         if q.id in seen:
             raise QuestionsError(f"{path}:{number}: duplicate id {q.id}")
         seen.add(q.id)
@@ -112,12 +126,20 @@ def contains_answer(text: str | None, answers: list[str]) -> bool:
     return any(normalize(a) in haystack for a in answers)
 
 
+def is_correct(question: Question, passage: Passage) -> bool:
+    """The passage states a gold answer and, when the gold names its sources, comes from one of them:
+    a passage that mentions the winner's name in a preview of another year does not count."""
+    return contains_answer(passage.text, question.answers) and (not question.sources or passage.source_id in question.sources)
+
+
+def first_hit(o: Outcome) -> int | None:
+    """Rank (1-based) of the first correct passage within DEPTH, or None."""
+    return next((r for r, p in enumerate(o.passages[:DEPTH], 1) if is_correct(o.question, p)), None)
+
+
 def score(outcomes: list[Outcome], has_highlight: bool = True) -> dict:
     answerable = [o for o in outcomes if o.question.answerable]
     unanswerable = [o for o in outcomes if not o.question.answerable]
-
-    def first_hit(o: Outcome) -> int | None:
-        return next((r for r, p in enumerate(o.passages[:DEPTH], 1) if contains_answer(p.text, o.question.answers)), None)
 
     def mean(values) -> float | None:
         values = list(values)
@@ -132,7 +154,8 @@ def score(outcomes: list[Outcome], has_highlight: bool = True) -> dict:
         "answer@5": mean(r is not None and r <= 5 for r in ranks),
         "mrr@10": mean(1 / r if r else 0.0 for r in ranks),
         "source@5": mean(any(p.source_id in o.question.sources for p in o.passages[:5]) for o in answerable),
-        "highlight@1": mean(bool(o.passages) and contains_answer(o.passages[0].highlight, o.question.answers) for o in answerable)
+        "highlight@1": mean(bool(o.passages) and is_correct(o.question, o.passages[0])
+                            and contains_answer(o.passages[0].highlight, o.question.answers) for o in answerable)
         if has_highlight else None,
         "abstention": mean(not o.answered for o in unanswerable),
         "false_abstention": mean(not o.answered for o in answerable),
@@ -173,32 +196,59 @@ class NaiveBaseline:
         return [self.windows[i] for i in np.argsort(-scores)[:k]]
 
 
+@dataclass(frozen=True)
+class Collection:
+    """A folder of sources with gold questions about it."""
+
+    name: str
+    sources: Path
+    questions: Path
+
+
+COLLECTIONS_DIR = Path("eval/collections")
+
+
+def seeds_collection(root: Path = Path(".")) -> Collection:
+    return Collection(SEEDS_COLLECTION, root / "seeds", root / "eval" / "questions.jsonl")
+
+
+def collection_at(folder: Path) -> Collection:
+    """`folder/questions.jsonl` about the documents in `folder/sources/`."""
+    folder = Path(folder)
+    if not (folder / "questions.jsonl").is_file() or not (folder / "sources").is_dir():
+        raise QuestionsError(f"{folder} is not a collection: it needs sources/ and questions.jsonl")
+    return Collection(folder.name, folder / "sources", folder / "questions.jsonl")
+
+
+def discover_collections(root: Path = Path(".")) -> list[Collection]:
+    """The seeds and every collection under eval/collections/, by name."""
+    folder = root / COLLECTIONS_DIR
+    found = [collection_at(d) for d in sorted(folder.iterdir()) if (d / "questions.jsonl").is_file()] if folder.is_dir() else []
+    return [seeds_collection(root), *found]
+
+
+def build_collection_index(collection: Collection, work_dir: Path, embedder: Embedder) -> Settings:
+    """An index of the collection in `work_dir/<name>` (incremental: a second run re-embeds nothing)."""
+    settings = Settings.from_env({"sources_dir": collection.sources, "index_dir": Path(work_dir) / collection.name})
+    IndexBuilder(settings, embedder=embedder).run(wait=600)
+    return settings
+
+
 @dataclass
 class Evaluator:
     settings: Settings
     url: str | None = None
     configs: tuple[str, ...] = CONFIGS
+    embedder: Embedder | None = None
+    model: RankerModel | None = None  # default: the shipped one
 
     def run(self, questions: list[Question]) -> dict:
-        if self.url:
-            outcomes = {"hybrid": [self._ask_url(q) for q in questions]}
-        else:
-            index = load_index(self.settings)
-            embedder = Embedder(self.settings.model_path)
-            embedder.encode(["warm up"])  # the model load is not a question's latency
-            outcomes = {}
-            for config in self.configs:
-                if config == "naive":
-                    baseline = NaiveBaseline(index, embedder)
-                    outcomes[config] = [self._timed(q, lambda q: (baseline.run(q.question, DEPTH), True, None)) for q in questions]
-                else:
-                    retriever = Retriever(embedder, mode=config)
-                    outcomes[config] = [self._timed(q, lambda q: self._retrieve(retriever, index, q)) for q in questions]
+        outcomes = self.outcomes(questions)
         table = {name: score(out, has_highlight=name != "naive") for name, out in outcomes.items()}
         shipped = outcomes["hybrid"]
         return {
             "configs": table,
-            "threshold": {"current": Retriever.min_confidence, "suggested": suggest_threshold(shipped)},
+            "threshold": {"current": (self.model or RankerModel.load()).threshold, "suggested": suggest_threshold(shipped)},
             "failures": [
                 {
                     "id": o.question.id,
@@ -208,11 +258,39 @@ class Evaluator:
                     "rank1_source": o.passages[0].source_id if o.passages else None,
                 }
                 for o in shipped
-                if o.question.answerable and not (o.passages and contains_answer(o.passages[0].text, o.question.answers))
+                if o.question.answerable and not (o.passages and is_correct(o.question, o.passages[0]))
+            ],
+            "per_question": [
+                {
+                    "id": o.question.id, "split": o.question.split, "answerable": o.question.answerable,
+                    "answered": o.answered, "confidence": o.confidence,
+                    "ranks": {name: first_hit(out[i]) for name, out in outcomes.items()} if o.question.answerable else {},
+                }
+                for i, o in enumerate(shipped)
             ],
             "questions": len(questions),
             "depth": DEPTH,
         }
+
+    def outcomes(self, questions: list[Question]) -> dict[str, list[Outcome]]:
+        if self.url:
+            return {"hybrid": [self._ask_url(q) for q in questions]}
+        index = load_index(self.settings)
+        embedder = self.embedder or Embedder(self.settings.model_path)
+        embedder.encode(["warm up"])  # the model load is not a question's latency
+        model = self.model or RankerModel.load()
+        outcomes = {}
+        for config in self.configs:
+            if config == "naive":
+                baseline = NaiveBaseline(index, embedder)
+                outcomes[config] = [self._timed(q, lambda q: (baseline.run(q.question, DEPTH), True, None)) for q in questions]
+                continue
+            if config in ("dense", "bm25"):
+                retriever = Retriever(embedder, mode=config, model=model)
+            else:
+                retriever = Retriever(embedder, model=model, disabled=frozenset({config.removeprefix("-")}) - {"hybrid"})
+            outcomes[config] = [self._timed(q, lambda q: self._retrieve(retriever, index, q)) for q in questions]
+        return outcomes
 
     @staticmethod
     def _timed(question: Question, run) -> Outcome:
@@ -242,22 +320,83 @@ class Evaluator:
         return Outcome(q, passages, data["answered"], data.get("confidence"), seconds)
 
 
-def format_table(report: dict) -> str:
-    columns = list(METRICS) + ["passage_chars", "p50_ms", "p95_ms"]
-    header = f"{'config':<8}" + "".join(f"{c:>17}" for c in columns)
+def evaluate_collections(
+    collections: list[Collection], work_dir: Path, embedder: Embedder, split: str | None = None,
+    configs: tuple[str, ...] = CONFIGS, model: RankerModel | None = None,
+) -> dict:
+    """One report per collection (each on a fresh or updated index of its own) and their mean."""
+    reports = {}
+    for collection in collections:
+        settings = build_collection_index(collection, work_dir, embedder)
+        questions = [q for q in load_questions(collection.questions) if split in (None, q.split)]
+        if not questions:
+            raise QuestionsError(f"{collection.questions} has no questions in the {split} split")
+        reports[collection.name] = Evaluator(settings, configs=configs, embedder=embedder, model=model).run(questions)
+    names = list(next(iter(reports.values()))["configs"]) if reports else []
+    mean = {
+        name: {m: _mean_or_none([r["configs"][name][m] for r in reports.values()]) for m in (*METRICS, "passage_chars")}
+        for name in names
+    }
+    return {"collections": reports, "mean": mean, "split": split or "all"}
+
+
+def _mean_or_none(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _table(configs: dict, columns: list[str]) -> list[str]:
+    header = f"{'config':<14}" + "".join(f"{c:>{max(9, len(c) + 1)}}" for c in columns)
     lines = [header, "-" * len(header)]
-    for name, row in report["configs"].items():
-        cells = "".join(f"{'—' if row[c] is None else row[c]:>17}" for c in columns)
-        lines.append(f"{name + ('*' if name == 'hybrid' else ''):<8}{cells}")
-    lines.append("* shipped configuration")
+    for name, row in configs.items():
+        cells = "".join(f"{'—' if row.get(c) is None else row[c]:>{max(9, len(c) + 1)}}" for c in columns)
+        lines.append(f"{name + ('*' if name == 'hybrid' else ''):<14}{cells}")
+    return lines
+
+
+def format_table(report: dict, failures: bool = True) -> str:
+    lines = _table(report["configs"], list(METRICS) + ["passage_chars", "p50_ms", "p95_ms"])
+    lines.append("* shipped configuration; -x: shipped with signal group x switched off")
     t = report["threshold"]
     lines.append(f"abstain threshold: current {t['current']}; highest with ≤5% false abstention on this set: {t['suggested']}")
-    if report["failures"]:
+    if failures and report["failures"]:
         lines.append(f"\nmisses at rank 1 ({len(report['failures'])}):")
         for f in report["failures"]:
             rank1 = (f["rank1"] or "").replace("\n", " ")[:140]
             lines.append(f"- {f['id']} {f['question']}\n    gold: {' | '.join(f['gold'])}\n    rank 1 [{f['rank1_source']}]: {rank1}")
     return "\n".join(lines)
+
+
+def format_collections(report: dict, failures: bool = False) -> str:
+    parts = []
+    for name, single in report["collections"].items():
+        parts.append(f"== {name} ({single['questions']} questions, split: {report['split']})")
+        parts.append(format_table(single, failures))
+    parts.append(f"== mean over {len(report['collections'])} collections (split: {report['split']})")
+    parts.extend(_table(report["mean"], list(METRICS) + ["passage_chars"]))
+    return "\n".join(parts)
+
+
+def compare(old: dict, new: dict, config: str = "hybrid") -> list[dict]:
+    """Questions whose first correct rank (or abstention) changed between two `qa eval --json` runs."""
+
+    def ranks(report: dict) -> dict[tuple[str, str], dict]:
+        singles = report.get("collections") or {"": report}
+        return {(name, q["id"]): q for name, single in singles.items() for q in single.get("per_question", [])}
+
+    before, after = ranks(old), ranks(new)
+    changes = []
+    for key in sorted(before.keys() & after.keys()):
+        a, b = before[key], after[key]
+        if a["answerable"]:
+            ra, rb = a["ranks"].get(config), b["ranks"].get(config)
+            worse = (rb or DEPTH + 1) > (ra or DEPTH + 1)
+            if ra != rb:
+                changes.append({"collection": key[0], "id": key[1], "change": "worse" if worse else "better", "old": ra, "new": rb})
+        elif a["answered"] != b["answered"]:
+            changes.append({"collection": key[0], "id": key[1], "change": "worse" if b["answered"] else "better",
+                            "old": "answered" if a["answered"] else "abstained", "new": "answered" if b["answered"] else "abstained"})
+    return changes
 
 
 def write_report(report: dict, folder: Path) -> tuple[Path, Path]:
@@ -269,18 +408,21 @@ def write_report(report: dict, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path, png_path = folder / "eval.json", folder / "eval.png"
     json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    names = list(report["configs"])
-    metrics = [m for m in METRICS if any(report["configs"][n][m] is not None for n in names)]
+    configs = report.get("configs") or report["mean"]  # one question set, or the mean over collections
+    names = list(configs)
+    metrics = [m for m in METRICS if any(configs[n][m] is not None for n in names)]
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(11, 4.2), dpi=100)
     for i, name in enumerate(names):
-        values = [report["configs"][name][m] or 0 for m in metrics]
+        values = [configs[name][m] or 0 for m in metrics]
         ax.bar(np.arange(len(metrics)) + i * width, values, width, label=name + (" (shipped)" if name == "hybrid" else ""))
     ax.set_xticks(np.arange(len(metrics)) + width * (len(names) - 1) / 2, metrics)
     ax.set_ylim(0, 1.2)  # head room for the legend
     ax.set_ylabel("share of questions")
-    ax.set_title(f"Retrieval quality on {report['questions']} gold questions")
-    ax.legend(ncol=len(names), fontsize=8, loc="upper right")
+    title = (f"{report['questions']} gold questions" if "questions" in report
+             else f"mean over {len(report['collections'])} collections ({report['split']} split)")
+    ax.set_title(f"Retrieval quality, {title}")
+    ax.legend(ncol=5, fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)

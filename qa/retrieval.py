@@ -1,11 +1,20 @@
-"""Answer a question with ranked verbatim passages: fuse, dedupe, highlight, abstain.
+"""Answer a question with ranked verbatim passages: pool, score, dedupe, highlight, abstain.
 
-Dense (Chroma over chunk vectors) and lexical (BM25) candidates are pooled, and two rankings of
-the pool are fused by reciprocal rank fusion: BM25's, and a meaning ranking that averages a
-passage's similarity with its best single sentence's, which rewards a passage holding one
-sentence that answers over one that is vaguely on topic.
-Near-duplicate passages are collapsed, the best-supporting sentence of each is marked, and when
-even the best sentence is too far from the question the answer says so (`answered=False`).
+Dense (Chroma over chunk vectors) and lexical (BM25) candidates are pooled. Every sentence of
+every pooled passage is then described by signals that hold for any collection:
+- meaning: the passage's and the sentence's cosine similarity to the question, raw and as the
+  gap to the best in the pool, and the dense rank;
+- words: BM25 score and rank, and the IDF-weighted share of the question's terms present in the
+  sentence (proximity: all in one sentence) and in the passage with its title and section heading;
+- constraints: agreement of the question's years, dates, quarters, ordinals, numbers and quoted
+  strings with the sentence and the passage, and conflict (another year than the one asked);
+- answer type: the sentence holds a date for "when", a quantity for "how many", a name for "who",
+  a place for "where".
+A fitted linear model (`qa/ranker.json`, made by `qa fit`) scores each (passage, sentence) pair:
+a passage ranks by its best sentence, and that sentence is the highlight. Overlapping or
+near-identical passages are collapsed. A second fitted model turns question-level evidence
+(best score, constraints no candidate states, terms the collection never mentions) into the
+`confidence` that `answered` thresholds.
 
 Usage:
     >>> retriever = Retriever(embedder)
@@ -13,31 +22,62 @@ Usage:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from qa.data import Answer, Hit
+from qa.data import Answer, Chunk, Hit
 from qa.embedding import Embedder
 from qa.indexing import LoadedIndex
 from qa.lexical import terms as analyze
+from qa.ranker import RankerModel
+from qa.signals import TextFacts, agreement, facts as text_facts, read_question, read_text
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
-RRF_K = 60  # the constant of Cormack et al.; damps the weight of any single list's top ranks
+# Columns of the passage model, grouped by signal so `qa eval` can switch each group off.
+SIGNALS: dict[str, tuple[str, ...]] = {
+    "dense": ("chunk_cos", "chunk_cos_gap", "sentence_cos", "sentence_cos_gap", "dense_rank"),
+    "bm25": ("bm25", "bm25_rank"),
+    "coverage": ("chunk_coverage", "sentence_coverage"),
+    "constraints": ("constraints_chunk", "constraints_sentence", "conflict_chunk", "conflict_sentence"),
+    "answer_type": ("type_sentence", "type_chunk", "short_sentence"),
+}
+FEATURES = tuple(f for group in SIGNALS.values() for f in group)
+COLUMN = {f: i for i, f in enumerate(FEATURES)}
+WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "constraints_chunk", "constraints_sentence", "conflict_chunk",
+                 "conflict_sentence", "type_sentence", "type_chunk", "short_sentence")
+QUESTION_FEATURES = ("top_score", "top_sentence_cos", "constraints_met", "unknown_terms", "best_coverage")
+HEADING_MAX_WORDS = 12
+HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
+CACHE_SENTENCES = 200_000
 
 
-def reciprocal_rank_fusion(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
-    scores: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
-    return scores
+@dataclass(frozen=True)
+class SentenceFacts:
+    terms: frozenset[str]
+    facts: TextFacts
 
 
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / max(1, len(a | b))
+@dataclass
+class Candidates:
+    """A question's pooled passages and one feature row per (passage, sentence)."""
+
+    positions: list[int]  # chunk positions in the index, pool order
+    row_chunk: np.ndarray  # (rows,) index into `positions` for each sentence row
+    row_span: list[tuple[int, int]]  # each row's sentence span
+    features: np.ndarray  # (rows, len(FEATURES))
+    question: np.ndarray  # (len(QUESTION_FEATURES),) filled once the passages are scored
+    dense_order: list[int]  # `positions` indices in dense rank order
+    bm25_order: list[int]
+    chunk_facts: list[SentenceFacts]  # each passage's terms and facts (its sentences', without context)
+
+
+def _looks_like_heading(line: str) -> bool:
+    words = line.split()
+    return 0 < len(words) <= HEADING_MAX_WORDS and line.rstrip()[-1] not in ".!?;:,\"”’)" and line[0].isupper()
 
 
 @dataclass
@@ -46,91 +86,197 @@ class Retriever:
 
     embedder: Embedder
     mode: Mode = "hybrid"
-    candidates: int = 40  # per ranking; fused candidates beyond this rarely reach the top k
-    min_confidence: float = 0.30  # abstain below this; calibrated with `qa eval` (see README)
-    unknown_term_penalty: float = 0.5  # confidence lost when every question term is absent from the collection
+    candidates: int = 40  # per candidate list; passages beyond this rarely reach the top k
+    model: RankerModel | None = None  # default: the shipped `qa/ranker.json`, read on first use
+    disabled: frozenset[str] = frozenset()  # signal groups held at their mean (ablations)
     duplicate_overlap: float = 0.5
     duplicate_jaccard: float = 0.8
-    lexical_weight: float = 0.3  # share of the highlight score given to question terms present
+    _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _headings: dict = field(default_factory=dict, init=False, repr=False)
 
     def run(self, index: LoadedIndex, question: str, k: int = 5) -> Answer:
         if not index.chunks:
             return Answer(question, answered=False, index_version=index.version)
         query = self.embedder.encode_question(question)
-        n = max(self.candidates, 2 * k)
-        rankings: list[list[int]] = []
-        pool: set[int] = set()
-        if self.mode in ("hybrid", "dense"):
-            ids, _ = index.store.query(query, n)
-            dense = [index.position[i] for i in ids if i in index.position]
-            pool.update(dense)
-            if self.mode == "dense":
-                rankings.append(dense)
-        if self.mode in ("hybrid", "bm25"):
-            lexical = index.lexical.search(question, n)[0]
-            pool.update(lexical)
-            rankings.append(lexical)
-        best_sentence = {i: self._sentence_scores(index, i, query) for i in pool}
+        pool = self.pool(index, question, query, max(self.candidates, 2 * k))
+        if not pool.positions:
+            return Answer(question, answered=False, index_version=index.version)
+        sentence_cos = pool.features[:, COLUMN["sentence_cos"]]
+        logits = self.ranker.passage.score(pool.features, frozenset(f for g in self.disabled for f in SIGNALS[g]))
+        confidence = self.confidence(pool, _best_per_chunk(pool, logits)[1])
         if self.mode == "hybrid":
-            # Meaning, scored on the union of both candidate lists: the whole passage's similarity
-            # averaged with its best sentence's, so one sentence that answers can lift a passage.
-            meaning = {i: float(index.chunk_vectors[i] @ query) + float(best_sentence[i].max()) for i in pool}
-            rankings.append(sorted(pool, key=lambda i: -meaning[i]))
-        fused = reciprocal_rank_fusion(rankings)
-        ordered = sorted(fused, key=lambda i: -fused[i])
+            best_row, chunk_scores = _best_per_chunk(pool, logits)
+            order = list(np.argsort(-chunk_scores, kind="stable"))
+        else:  # a single list's order; the sentence most similar to the question is marked
+            best_row, chunk_scores = _best_per_chunk(pool, sentence_cos)
+            order = pool.dense_order if self.mode == "dense" else pool.bm25_order
 
-        terms = analyze(question)
         hits: list[Hit] = []
-        kept_terms: list[set[str]] = []
-        for i in ordered:
-            hit = self._hit(index, i, fused[i], best_sentence[i], terms)
-            chunk_terms = set(analyze(hit.chunk.text))
-            if any(self._duplicates(hit, h) for h in hits) or any(
-                _jaccard(chunk_terms, t) > self.duplicate_jaccard for t in kept_terms
-            ):
+        kept: list[int] = []
+        for c in order:
+            r = best_row[c]
+            hit = Hit(chunk=index.chunks[pool.positions[c]], score=float(chunk_scores[c]),
+                      relevance=float(sentence_cos[r]), highlight=pool.row_span[r])
+            if any(self._duplicates(pool, hit, c, h, other) for h, other in zip(hits, kept)):
                 continue
             hits.append(hit)
-            kept_terms.append(chunk_terms)
+            kept.append(c)
             if len(hits) == k:
                 break
-        confidence = self.confidence(index, terms, hits)
-        return Answer(question, answered=confidence >= self.min_confidence, hits=hits,
+        return Answer(question, answered=confidence >= self.ranker.threshold, hits=hits,
                       index_version=index.version, confidence=confidence)
 
-    def confidence(self, index: LoadedIndex, terms: list[str], hits: list[Hit]) -> float:
-        """How sure we are that a passage answers: the best sentence's similarity, lowered by the share
-        of the question's terms that occur nowhere in the collection (a passage cannot state what the
-        collection never mentions: "Rosneft", "Eiffel")."""
-        if not hits:
-            return 0.0
-        unknown = sum(not index.lexical.knows(t) for t in terms) / len(terms) if terms else 0.0
-        return round(max(h.relevance for h in hits) - self.unknown_term_penalty * unknown, 4)
+    def pool(self, index: LoadedIndex, question: str, query: np.ndarray, n: int) -> Candidates:
+        """The pooled candidates of both lists with every signal computed (also what `qa fit` learns from)."""
+        ids, _ = index.store.query(query, n)
+        dense = [index.position[i] for i in ids if i in index.position]
+        lexical, lexical_scores = index.lexical.search(question, n)
+        positions = list(dict.fromkeys(dense + lexical))
+        slot = {p: i for i, p in enumerate(positions)}
+        asks = read_question(question)
+        q_terms = list(dict.fromkeys(analyze(question)))  # each term once: "x x x … x" costs one lookup
+        idf = index.lexical.idf(q_terms) if q_terms else np.zeros(0)
+        idf_total = float(idf.sum())
+        weight = dict(zip(q_terms, idf / idf_total if idf_total else idf))
+        q_set = frozenset(q_terms)
 
-    def _duplicates(self, hit: Hit, kept: Hit) -> bool:
-        """Overlapping passages of one source, or one whose best sentence a kept passage already shows."""
+        def coverage(words: frozenset[str]) -> float:
+            return sum(map(weight.__getitem__, words & q_set))
+
+        chunk_cos = index.chunk_vectors[positions] @ query if positions else np.zeros(0)
+        row_chunk: list[int] = []
+        row_span: list[tuple[int, int]] = []
+        row_vectors: list[int] = []
+        for c, p in enumerate(positions):
+            lo, hi = index.chunk_rows[p]
+            row_vectors.extend(range(lo, hi))
+            row_chunk.extend([c] * (hi - lo))
+            row_span.extend(index.chunks[p].sentences)
+        sentence_cos = index.sentence_vectors[row_vectors] @ query if row_vectors else np.zeros(0)
+
+        bm25 = np.zeros(len(positions))
+        bm25_rank = np.zeros(len(positions))
+        top = max(lexical_scores, default=0.0) or 1.0
+        for rank, (p, s) in enumerate(zip(lexical, lexical_scores)):
+            bm25[slot[p]], bm25_rank[slot[p]] = s / top, 1.0 / (rank + 1)
+        dense_rank = np.zeros(len(positions))
+        for rank, p in enumerate(dense):
+            dense_rank[slot[p]] = 1.0 / (rank + 1)
+
+        # Word, constraint and type signals, one tuple per sentence row, in WORD_FEATURES order.
+        rows: list[tuple[float, ...]] = []
+        passages: list[SentenceFacts] = []
+        type_bit = asks.type_bit
+        for c, p in enumerate(positions):
+            chunk = index.chunks[p]
+            facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
+            types = 0
+            for f in facts:
+                types |= f.facts.types
+            marks = frozenset().union(*(f.facts.marks for f in facts))
+            passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)), text_facts(marks, types))
+            passages.append(passage)
+            context = self._context(index, p)
+            met_c, conflict_c = agreement(asks, text_facts(marks | context.facts.marks, types))
+            type_c = float(bool(types & type_bit))
+            chunk_coverage = coverage(passage.terms | context.terms)
+            for sentence in facts:
+                met_s, conflict_s = agreement(asks, sentence.facts)
+                rows.append((chunk_coverage, coverage(sentence.terms), met_c, met_s, conflict_c, conflict_s,
+                             float(bool(sentence.facts.types & type_bit)), type_c, float(len(sentence.terms) < 4)))
+        rc = np.asarray(row_chunk, dtype=np.int64)
+        features = np.zeros((len(rc), len(FEATURES)))
+        if len(rc):
+            features[:, [COLUMN[f] for f in WORD_FEATURES]] = np.asarray(rows)
+            features[:, COLUMN["chunk_cos"]] = chunk_cos[rc]
+            features[:, COLUMN["chunk_cos_gap"]] = chunk_cos[rc] - chunk_cos.max()
+            features[:, COLUMN["sentence_cos"]] = sentence_cos
+            features[:, COLUMN["sentence_cos_gap"]] = sentence_cos - sentence_cos.max()
+            features[:, COLUMN["dense_rank"]] = dense_rank[rc]
+            features[:, COLUMN["bm25"]] = bm25[rc]
+            features[:, COLUMN["bm25_rank"]] = bm25_rank[rc]
+        question_features = np.array([
+            0.0,  # top_score: set once the passages are scored
+            float(sentence_cos.max()) if len(rc) else 0.0,
+            float(features[:, COLUMN["constraints_chunk"]].max()) if asks.constraints and len(rc) else 1.0,
+            sum(not index.lexical.knows(t) for t in q_terms) / len(q_terms) if q_terms else 0.0,
+            float(features[:, COLUMN["sentence_coverage"]].max()) if len(rc) else 0.0,
+        ])
+        return Candidates(positions, rc, row_span, features, question_features,
+                          [slot[p] for p in dense], [slot[p] for p in lexical], passages)
+
+    @property
+    def ranker(self) -> RankerModel:
+        if self.model is None:
+            self.model = RankerModel.load()
+        return self.model
+
+    def confidence(self, pool: Candidates, chunk_scores: np.ndarray) -> float:
+        """Probability that the best passage answers at all (the abstention model)."""
+        pool.question[0] = float(chunk_scores.max()) if len(chunk_scores) else 0.0
+        return round(float(self.ranker.abstention.probability(pool.question[None, :])[0]), 4)
+
+    def _sentence(self, index: LoadedIndex, source_id: str, start: int, end: int) -> SentenceFacts:
+        """Terms and facts of one sentence; question-independent, so cached across questions."""
+        key = (index.version, source_id, start, end)
+        cached = self._sentences.get(key)
+        if cached is None:
+            text = index.sources[source_id].text[start:end]
+            cached = SentenceFacts(frozenset(analyze(text)), read_text(text))
+            self._sentences[key] = cached
+            if len(self._sentences) > CACHE_SENTENCES:
+                self._sentences.popitem(last=False)
+        return cached
+
+    def _context(self, index: LoadedIndex, position: int) -> SentenceFacts:
+        """The source's title and the section heading above the passage: "The 1998 season" over a
+        paragraph that says only "that year" is what ties the paragraph to the question."""
+        key = (index.version, position)
+        cached = self._headings.get(key)
+        if cached is None:
+            chunk = index.chunks[position]
+            source = index.sources[chunk.source_id]
+            heading = _heading_above(source.text, chunk)
+            text = "\n".join(t for t in (source.meta.title, heading) if t)
+            cached = SentenceFacts(frozenset(analyze(text)), read_text(text))
+            if len(self._headings) > CACHE_SENTENCES:
+                self._headings.clear()
+            self._headings[key] = cached
+        return cached
+
+    def _duplicates(self, pool: Candidates, hit: Hit, slot: int, kept: Hit, kept_slot: int) -> bool:
+        """Overlapping passages of one source, one whose highlight a kept passage already shows, or a
+        near-copy in another source — only when it states the same numbers and dates: a copy that
+        says 2018 where the other says 2019 is a different fact, never folded away."""
         a, b = hit.chunk, kept.chunk
-        if a.source_id != b.source_id:
+        if a.source_id == b.source_id:
+            inter = min(a.end, b.end) - max(a.start, b.start)
+            if max(0, inter) / max(1, min(a.end - a.start, b.end - b.start)) > self.duplicate_overlap:
+                return True
+            return b.start <= hit.highlight[0] and hit.highlight[1] <= b.end
+        x, y = pool.chunk_facts[slot], pool.chunk_facts[kept_slot]
+        if len(x.terms & y.terms) / max(1, len(x.terms | y.terms)) <= self.duplicate_jaccard:
             return False
-        inter = min(a.end, b.end) - max(a.start, b.start)
-        if max(0, inter) / max(1, min(a.end - a.start, b.end - b.start)) > self.duplicate_overlap:
-            return True
-        return b.start <= hit.highlight[0] and hit.highlight[1] <= b.end
+        return x.facts.marks == y.facts.marks
 
-    @staticmethod
-    def _sentence_scores(index: LoadedIndex, position: int, query: np.ndarray) -> np.ndarray:
-        lo, hi = index.chunk_rows[position]
-        return index.sentence_vectors[lo:hi] @ query
 
-    def _hit(self, index: LoadedIndex, position: int, score: float, similarities: np.ndarray, terms: list[str]) -> Hit:
-        chunk = index.chunks[position]
-        # The highlight mixes meaning (cosine) with the question's rarer words actually present,
-        # so "October 7" wins over a sentence that is merely about the same treaty.
-        weights = index.lexical.idf(terms) if terms else np.zeros(0)
-        total = float(weights.sum())
-        combined = []
-        for (start, end), similarity in zip(chunk.sentences, similarities):
-            present = set(analyze(index.sources[chunk.source_id].text[start:end]))
-            coverage = sum(w for t, w in zip(terms, weights) if t in present) / total if total else 0.0
-            combined.append((1 - self.lexical_weight) * float(similarity) + self.lexical_weight * coverage)
-        best = int(np.argmax(combined))
-        return Hit(chunk=chunk, score=score, relevance=float(similarities.max()), highlight=chunk.sentences[best])
+def _best_per_chunk(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each pooled passage, its best-scoring sentence row and that score."""
+    order = np.lexsort((-row_scores, pool.row_chunk))  # by passage, best sentence first
+    firsts = order[np.r_[True, pool.row_chunk[order][1:] != pool.row_chunk[order][:-1]]]
+    return firsts, row_scores[firsts]
+
+
+def _heading_above(text: str, chunk: Chunk) -> str | None:
+    """The nearest heading-like line (short, capitalised, no closing punctuation, after a blank
+    line) above the passage, unless the passage opens with its own heading."""
+    if len(chunk.sentences) > 1:
+        start, end = chunk.sentences[0]
+        if "\n" not in text[start:end] and text[end:end + 1] == "\n" and _looks_like_heading(text[start:end]):
+            return None
+    lines = text[max(0, chunk.start - HEADING_LOOKBACK) : chunk.start].split("\n")
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].strip()
+        if line and _looks_like_heading(line) and (i == 0 or not lines[i - 1].strip()):
+            return line
+    return None
