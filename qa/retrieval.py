@@ -49,7 +49,8 @@ FEATURES = tuple(f for group in SIGNALS.values() for f in group)
 COLUMN = {f: i for i, f in enumerate(FEATURES)}
 WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "constraints_chunk", "constraints_sentence", "conflict_chunk",
                  "conflict_sentence", "type_sentence", "type_chunk", "short_sentence")
-QUESTION_FEATURES = ("top_score", "top_sentence_cos", "constraints_met", "unknown_terms", "best_coverage")
+QUESTION_FEATURES = ("top_score", "top_sentence_cos", "constraints_met", "constraints_in_sentence", "typed_sentence",
+                     "unknown_terms", "best_coverage")
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
 CACHE_SENTENCES = 200_000
@@ -195,12 +196,19 @@ class Retriever:
             features[:, COLUMN["dense_rank"]] = dense_rank[rc]
             features[:, COLUMN["bm25"]] = bm25[rc]
             features[:, COLUMN["bm25_rank"]] = bm25_rank[rc]
+        has = len(rc) > 0
+        met_sentence = features[:, COLUMN["constraints_sentence"]] if has else np.zeros(1)
+        # A sentence that meets every constraint (if any) and holds the wanted kind of answer.
+        typed = (met_sentence >= 1.0 if asks.constraints else np.ones(len(met_sentence), bool)) & (
+            features[:, COLUMN["type_sentence"]] > 0 if asks.type_bit and has else True)
         question_features = np.array([
             0.0,  # top_score: set once the passages are scored
-            float(sentence_cos.max()) if len(rc) else 0.0,
-            float(features[:, COLUMN["constraints_chunk"]].max()) if asks.constraints and len(rc) else 1.0,
+            float(sentence_cos.max()) if has else 0.0,
+            float(features[:, COLUMN["constraints_chunk"]].max()) if asks.constraints and has else 1.0,
+            float(met_sentence.max()) if asks.constraints and has else 1.0,
+            float(typed.any()) if has else 0.0,
             sum(not index.lexical.knows(t) for t in q_terms) / len(q_terms) if q_terms else 0.0,
-            float(features[:, COLUMN["sentence_coverage"]].max()) if len(rc) else 0.0,
+            float(features[:, COLUMN["sentence_coverage"]].max()) if has else 0.0,
         ])
         return Candidates(positions, rc, row_span, features, question_features,
                           [slot[p] for p in dense], [slot[p] for p in lexical], passages)
