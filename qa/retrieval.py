@@ -95,10 +95,11 @@ class Retriever:
     _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _headings: dict = field(default_factory=dict, init=False, repr=False)
 
-    def run(self, index: LoadedIndex, question: str, k: int = 5) -> Answer:
+    def run(self, index: LoadedIndex, question: str, k: int = 5, query: np.ndarray | None = None) -> Answer:
+        """`query`: the question's vector when the caller has it already (benchmarks, batch evaluation)."""
         if not index.chunks:
             return Answer(question, answered=False, index_version=index.version)
-        query = self.embedder.encode_question(question)
+        query = self.embedder.encode_question(question) if query is None else query
         pool = self.pool(index, question, query, max(self.candidates, 2 * k))
         if not pool.positions:
             return Answer(question, answered=False, index_version=index.version)
