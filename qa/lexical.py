@@ -40,8 +40,9 @@ class LexicalIndex:
     @classmethod
     def build(cls, texts: list[str]) -> "LexicalIndex":
         retriever = bm25s.BM25()
-        # An empty vocabulary breaks bm25s; a placeholder document-free token keeps it valid.
-        retriever.index([terms(t) for t in texts] if texts else [[]], show_progress=False)
+        # An empty corpus breaks bm25s; a placeholder document holding a token no query can
+        # produce (terms are words) keeps it valid, and `size` 0 keeps it out of every search.
+        retriever.index([terms(t) for t in texts] if texts else [[" "]], show_progress=False)
         return cls(retriever, len(texts))
 
     def save(self, folder: Path) -> None:
