@@ -94,3 +94,5 @@ class Citation:
     span: tuple[int, int]
     highlight: tuple[int, int]
     highlight_text: str
+    page: int | None = None  # page holding the passage's start (paged formats: PDF)
+    highlight_page: int | None = None

@@ -30,10 +30,12 @@ def openapi_document() -> dict:
             "author": NULLABLE_STRING,
             "published": NULLABLE_STRING,
             "url": NULLABLE_STRING,
+            "language": NULLABLE_STRING,
         },
     }
     span = {"type": "object", "required": ["start", "end"],
-            "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0}}}
+            "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0},
+                           "page": {"type": "integer", "minimum": 1, "nullable": True}}}
     return {
         "openapi": "3.0.3",
         "info": {

@@ -57,7 +57,8 @@ def source_id(relative: str, drop_txt: bool = True) -> str:
 class SourceReader:
     """One step: a folder in, cleaned `Source`s and the `Problem`s met on the way out."""
 
-    max_bytes: int = 5 * 1024 * 1024
+    max_bytes: int = 5 * 1024 * 1024  # per document: a file, or a record of a bulk file
+    max_bulk_bytes: int = 1024 * 1024 * 1024  # per bulk file (JSONL)
     cleaner: TextCleaner = TextCleaner()
 
     def run(self, folder: Path) -> tuple[list[Source], list[Problem]]:
@@ -80,6 +81,9 @@ class SourceReader:
                 continue
             for doc in documents:
                 label = f"{relative}#{doc.key}" if doc.key is not None else relative
+                if doc.error:
+                    problems.append(Problem(label, doc.error))
+                    continue
                 try:
                     source, caveats = self._source(relative, raw, doc, metadata)
                 except ReadError as err:
@@ -125,9 +129,10 @@ class SourceReader:
                     raise ReadError("symbolic link to a file outside the sources folder; not followed")
             if not path.is_file():
                 raise ReadError("not a regular file")
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                raise ReadError(f"file is {size:,} bytes, over the {self.max_bytes:,}-byte limit")
+            reader = reader_for(path)
+            size, limit = path.stat().st_size, self.max_bulk_bytes if getattr(reader, "bulk", False) else self.max_bytes
+            if size > limit:
+                raise ReadError(f"file is {size:,} bytes, over the {limit:,}-byte limit")
             raw = path.read_bytes()
         except RuntimeError:  # how Python 3.11 reports a symbolic link loop
             raise ReadError("symbolic link loop; not followed") from None
@@ -135,10 +140,12 @@ class SourceReader:
             raise ReadError(f"unreadable: {err.strerror or err}") from None
         if not raw.strip():
             raise ReadError("empty file")
-        return raw, reader_for(path).read(path, raw)
+        return raw, reader.read(path, raw)
 
     def _source(self, relative: str, raw: bytes, doc: Document, metadata: dict[str, dict[str, str]]) -> tuple[Source, list[str]]:
         sid = source_id(doc.key, drop_txt=False) if doc.key is not None else source_id(relative)
+        if doc.record is not None and len(doc.record) > self.max_bytes:
+            raise ReadError(f"record is {len(doc.record):,} bytes, over the {self.max_bytes:,}-byte limit")
         caveats = [doc.caveat] if doc.caveat else []
         text = doc.text
         if SURROGATE.search(text):

@@ -31,7 +31,8 @@ class Document:
     `pages` holds the start offset in `text` of each page (PDF), empty for formats without
     pages. `key` is a record's own id inside a multi-document file (JSONL), `record` the bytes
     it came from (its change is what triggers its re-embedding). `caveat` is a warning that did
-    not stop the read (a charset that had to be guessed).
+    not stop the read (a charset that had to be guessed); `error` marks a record that cannot be
+    read while the file's other records can.
     """
 
     text: str
@@ -40,31 +41,18 @@ class Document:
     key: str | None = None
     record: bytes | None = None
     caveat: str | None = None
+    error: str | None = None
 
 
 class Reader(Protocol):
+    """One format. A reader of many documents per file (JSONL) also sets `bulk = True`: its
+    files may exceed the per-document size limit, which then applies to each record."""
+
     extensions: tuple[str, ...]  # lower-case, with the dot
 
     def read(self, path: Path, raw: bytes) -> list[Document]:
         """The documents in `raw` (the bytes of `path`). Raises ReadError."""
         ...
-
-
-def _registry() -> dict[str, Reader]:
-    from qa.readers.text import TextReader
-
-    readers: list[Reader] = [TextReader()]
-    return {ext: reader for reader in readers for ext in reader.extensions}
-
-
-REGISTRY = _registry()
-SUPPORTED = tuple(sorted(REGISTRY))
-
-
-def reader_for(path: Path) -> Reader:
-    """The reader for `path`'s extension; a file of another extension is tried as text
-    (the text reader refuses binary content)."""
-    return REGISTRY.get(path.suffix.lower(), REGISTRY[".txt"])
 
 
 def clean_meta(values: dict[str, object]) -> dict[str, str]:
@@ -76,3 +64,25 @@ def clean_meta(values: dict[str, object]) -> dict[str, str]:
         if value is not None and str(value).strip():
             out[name] = str(value).strip()
     return out
+
+
+def _registry() -> dict[str, Reader]:
+    from qa.readers.docx import DocxReader
+    from qa.readers.html import HtmlReader
+    from qa.readers.jsonl import JsonlReader
+    from qa.readers.markdown import MarkdownReader
+    from qa.readers.pdf import PdfReader
+    from qa.readers.text import TextReader
+
+    readers: list[Reader] = [TextReader(), MarkdownReader(), HtmlReader(), PdfReader(), DocxReader(), JsonlReader()]
+    return {ext: reader for reader in readers for ext in reader.extensions}
+
+
+REGISTRY = _registry()
+SUPPORTED = tuple(sorted(REGISTRY))
+
+
+def reader_for(path: Path) -> Reader:
+    """The reader for `path`'s extension; a file of another extension is tried as text
+    (the text reader refuses binary content)."""
+    return REGISTRY.get(path.suffix.lower(), REGISTRY[".txt"])
