@@ -53,6 +53,11 @@ def source_id(relative: str, drop_txt: bool = True) -> str:
     return sid
 
 
+def _reason(err: Exception) -> str:
+    """A ReadError says why in its own words; anything else is a parser's own failure on a damaged file."""
+    return str(err) if isinstance(err, ReadError) else f"cannot be read ({type(err).__name__}: {err})"
+
+
 @dataclass(frozen=True)
 class SourceReader:
     """One step: a folder in, cleaned `Source`s and the `Problem`s met on the way out."""
@@ -73,11 +78,8 @@ class SourceReader:
         for relative in self._walk(folder, problems):
             try:
                 raw, documents = self._read_file(folder, relative)
-            except ReadError as err:
-                problems.append(Problem(relative, str(err)))
-                continue
-            except Exception as err:  # a parser's own failure on a damaged file: report it, build the rest
-                problems.append(Problem(relative, f"cannot be read ({type(err).__name__}: {err})"))
+            except Exception as err:  # whatever fails on one file is reported, and the rest builds
+                problems.append(Problem(relative, _reason(err)))
                 continue
             for doc in documents:
                 label = f"{relative}#{doc.key}" if doc.key is not None else relative
@@ -86,8 +88,8 @@ class SourceReader:
                     continue
                 try:
                     source, caveats = self._source(relative, raw, doc, metadata)
-                except ReadError as err:
-                    problems.append(Problem(label, str(err)))
+                except Exception as err:
+                    problems.append(Problem(label, _reason(err)))
                     continue
                 if source.id in seen:
                     problems.append(Problem(label, f"id {source.id!r} is already used by {seen[source.id]}"))

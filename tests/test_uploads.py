@@ -20,6 +20,7 @@ def app_and_folder(tmp_path, embedder):
     folder = tmp_path / "sources"
     folder.mkdir()
     (folder / "ferry.txt").write_text("The ferry to Margarita leaves at seven every morning.", encoding="utf-8")
+    write_pdf(folder / "scan.pdf", ["", ""])  # no text layer: reported by every build
     (folder / "wire.jsonl").write_text(json.dumps({"id": "w1", "text": "The central bank cut its rate."}) + "\n",
                                        encoding="utf-8")
     config = {"sources_dir": folder, "index_dir": tmp_path / "index", "admin_token": TOKEN, "max_source_bytes": 20_000}
@@ -47,6 +48,7 @@ def test_upload_then_delete_a_source(app_and_folder):
     assert (folder / "cacao.md").is_file() and not list(folder.glob(".upload-*"))
     state = _settled(client)
     assert state["state"] == "succeeded" and state["added"] == ["cacao.md"]
+    assert any(p.startswith("scan.pdf: no text layer") for p in state["problems"])
     source = client.get("/api/sources/cacao.md").get_json()
     assert source["author"] == "Luis Ortega" and "**" not in source["text"]
     answer = client.post("/api/ask", json={"question": "What premium did fermented cacao beans earn?"}).get_json()
