@@ -3,8 +3,8 @@
 Also the decoder every text-based format shares (HTML, Markdown, JSONL).
 
 Usage:
-    >>> TextReader().read(Path("a.txt"), "Le traité".encode("latin-1"))[0].caveat
-    'not UTF-8; decoded as cp1250 (detected)'
+    >>> TextReader().read(Path("a.txt"), "Le traité fut signé à Moscou.".encode("utf-8"))[0].text
+    'Le traité fut signé à Moscou.'
 """
 from __future__ import annotations
 
