@@ -91,6 +91,52 @@ def sources():
     return jsonify({"sources": _service().sources()})
 
 
+UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
+
+
+def _after_change(change: dict):
+    """Answer a source change with the incremental rebuild it starts (or why none could start)."""
+    try:
+        state = current_app.extensions["qa_rebuild"].start(full=False)
+    except BuildBusy as err:
+        state = {"state": "busy", "error": f"{err}; the next build (POST /api/index) picks the change up"}
+    return jsonify({**change, "rebuild": state}), 202
+
+
+def _indexed_sources() -> dict:
+    try:
+        return _service().index().sources
+    except ServiceUnavailable:  # no or an empty index yet: the first upload is what it needs
+        return {}
+
+
+@api.post("/sources")
+def add_source():
+    from qa.uploads import store_upload
+
+    _require_admin()
+    settings = current_app.extensions["qa_settings"]
+    request.max_content_length = settings.max_source_bytes + UPLOAD_OVERHEAD
+    if (request.content_length or 0) > request.max_content_length:
+        raise ApiError(413, "file_too_large", f"the upload is over the {settings.max_source_bytes:,}-byte limit for one file")
+    files = request.files.getlist("file")
+    if len(files) != 1 or set(request.files) != {"file"} or request.form:
+        raise ApiError(400, "invalid_upload", "send exactly one file as the multipart/form-data field 'file'")
+    sid, name = store_upload(settings, files[0].filename or "", files[0].read(), set(_indexed_sources()))
+    return _after_change({"id": sid, "file": name})
+
+
+@api.delete("/sources/<path:source_id>")
+def delete_source(source_id: str):
+    from qa.uploads import remove_source
+
+    _require_admin()
+    found = _indexed_sources().get(source_id)
+    if found is None:
+        raise ApiError(404, "unknown_source", f"no source with id {source_id!r}; GET /api/sources lists them")
+    return _after_change({"id": source_id, "file": remove_source(current_app.extensions["qa_settings"], found)})
+
+
 @api.get("/sources/<path:source_id>")
 def source(source_id: str):
     # Ids come from the index only; a path-like id is just an unknown id and touches no file.
@@ -109,7 +155,7 @@ def health():
 def _require_admin() -> None:
     token = current_app.extensions["qa_settings"].admin_token
     if not token:
-        raise ApiError(403, "admin_disabled", "rebuilds over HTTP are disabled: set QA_ADMIN_TOKEN on the server to enable them")
+        raise ApiError(403, "admin_disabled", "rebuilds and source changes over HTTP are disabled: set QA_ADMIN_TOKEN on the server to enable them")
     given = request.headers.get("Authorization", "")
     scheme, _, credential = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
@@ -167,7 +213,7 @@ def http_error_json(err: HTTPException):
     message = {
         404: f"no such route: {request.method} {request.path}",
         405: f"method {request.method} is not allowed on {request.path}",
-        413: "the request body is larger than 16 KiB",
+        413: f"the request body is larger than {(request.max_content_length or 0) // 1024:,} KiB",
     }.get(err.code or 500, err.description or "request rejected")
     response = error_response(err.code or 500, code, message)
     if err.code == 405 and err.valid_methods:

@@ -32,10 +32,15 @@ def count_tokens(texts: list[str]) -> list[int]:
     return [len(encode(t)) for t in texts]
 
 
-def split_sentences(text: str, max_tokens: int) -> list[tuple[int, int]]:
-    """Sentence spans (start, end) without surrounding white space; over-long ones cut to `max_tokens`."""
+def split_sentences(text: str, max_tokens: int, language: str | None = None) -> list[tuple[int, int]]:
+    """Sentence spans (start, end) without surrounding white space; over-long ones cut to `max_tokens`.
+
+    `language` (an ISO 639-1 code such as "de" or "pt-BR") picks sentencex's rules, its
+    abbreviations for instance; English when the document does not say.
+    """
     spans: list[tuple[int, int]] = []
-    for piece in sentencex.get_sentence_boundaries("en", text):
+    code = (language or "en").replace("_", "-").split("-")[0].lower()
+    for piece in sentencex.get_sentence_boundaries(code, text):
         start, end = piece["start_index"], piece["end_index"]
         # A line break ends a sentence too: headlines, captions and bullets carry no final stop.
         for line_start, line_end in _lines(text, start, end):
@@ -99,7 +104,7 @@ class SentenceChunker:
 
     def run(self, source: Source) -> list[Chunk]:
         text = source.text
-        sentences = split_sentences(text, self.max_tokens)
+        sentences = split_sentences(text, self.max_tokens, source.meta.language)
         if not sentences:
             return []
         tokens = count_tokens([text[s:e] for s, e in sentences])

@@ -26,6 +26,8 @@ def cite(index: LoadedIndex, answer: Answer) -> list[Citation]:
                 span=(hit.chunk.start, hit.chunk.end),
                 highlight=(start, end),
                 highlight_text=source.text[start:end],
+                page=source.page_at(hit.chunk.start),
+                highlight_page=source.page_at(start),
             )
         )
     return out
@@ -33,7 +35,7 @@ def cite(index: LoadedIndex, answer: Answer) -> list[Citation]:
 
 def source_json(meta: SourceMeta) -> dict:
     return {"id": meta.id, "title": meta.title, "outlet": meta.outlet, "author": meta.author,
-            "published": meta.published, "url": meta.url}
+            "published": meta.published, "url": meta.url, "language": meta.language}
 
 
 def citation_json(c: Citation) -> dict:
@@ -43,8 +45,8 @@ def citation_json(c: Citation) -> dict:
         "relevance": c.relevance,
         "text": c.text,
         "source": source_json(c.source),
-        "span": {"start": c.span[0], "end": c.span[1]},
-        "highlight": {"start": c.highlight[0], "end": c.highlight[1], "text": c.highlight_text},
+        "span": {"start": c.span[0], "end": c.span[1], "page": c.page},
+        "highlight": {"start": c.highlight[0], "end": c.highlight[1], "page": c.highlight_page, "text": c.highlight_text},
     }
 
 
@@ -53,6 +55,8 @@ def plain_citation(c: Citation) -> str:
     meta = c.source
     parts = [p for p in (meta.outlet, meta.author if meta.author != meta.outlet else None, meta.title) if p]
     parts.append(meta.published or "n.d.")
+    if c.highlight_page:
+        parts.append(f"p. {c.highlight_page}")
     if meta.url:
         parts.append(meta.url)
     return f"“{c.highlight_text}” — {', '.join(parts)} [{meta.id}, chars {c.highlight[0]}–{c.highlight[1]}]"

@@ -1,6 +1,7 @@
 """Plain records passed between the pipeline steps."""
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 
@@ -14,6 +15,7 @@ class SourceMeta:
     author: str | None = None
     published: str | None = None  # ISO date
     url: str | None = None
+    language: str | None = None  # ISO 639-1 code, when the document or sources.toml states it
 
 
 @dataclass(frozen=True)
@@ -23,18 +25,23 @@ class Source:
     meta: SourceMeta
     text: str
     sha256: str  # of the raw file bytes, so a rebuild can tell changed files from unchanged ones
-    file_name: str
+    file_name: str  # path relative to the sources folder
+    pages: tuple[int, ...] = ()  # start offset in `text` of each page (PDF); empty when the format has none
 
     @property
     def id(self) -> str:
         return self.meta.id
 
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding `text[offset]`, or None for a document without pages."""
+        return bisect.bisect_right(self.pages, offset) if self.pages else None
+
 
 @dataclass(frozen=True)
 class Problem:
-    """A source file that was skipped or read with a caveat, and why."""
+    """A source file (or a record in one) that was skipped or read with a caveat, and why."""
 
-    file_name: str
+    file_name: str  # path relative to the sources folder, `#record-id` for a record
     reason: str
     skipped: bool = True
 
@@ -87,3 +94,5 @@ class Citation:
     span: tuple[int, int]
     highlight: tuple[int, int]
     highlight_text: str
+    page: int | None = None  # page holding the passage's start (paged formats: PDF)
+    highlight_page: int | None = None

@@ -37,7 +37,7 @@ from qa.lexical import LexicalIndex
 from qa.sources import SourceReader
 from qa.store import VectorStore
 
-FORMAT = 1  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
+FORMAT = 2  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 LOCK = ".build.lock"
@@ -69,6 +69,9 @@ class BuildReport:
     up_to_date: bool = False  # nothing changed, no new version was written
 
     def summary(self) -> str:
+        if not self.sources:
+            return (f"index {self.version} is empty: no readable document in the sources folder "
+                    f"({len(self.problems)} problem(s) above); the server answers 503 until documents are added")
         if self.up_to_date:
             return f"index {self.version} is up to date: {self.sources} sources, {self.chunks} chunks ({self.seconds:.1f}s)"
         return (
@@ -172,7 +175,8 @@ def load_index(settings: Settings) -> LoadedIndex:
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
     raw_sources = json.loads((version_dir / "sources.json").read_text(encoding="utf-8"))
     sources = {
-        s["meta"]["id"]: Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"])
+        s["meta"]["id"]: Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"],
+                                pages=tuple(s.get("pages", ())))
         for s in raw_sources
     }
     arrays = np.load(version_dir / "vectors.npz")
@@ -404,6 +408,8 @@ class IndexBuilder:
             "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
             "sources": {s.id: {"sha256": s.sha256, "file": s.file_name, "chunks": len(per_source[s.id].chunks)} for s in sources},
             "chunk_count": len(chunks),
+            # Why there is nothing to serve, for the server's 503 (None when there are sources).
+            "empty": None if sources else empty_reason(settings.sources_dir, problems),
             "files": {name: _file_sha256(version_dir / name) for name in DATA_FILES},
         }
         manifest["checksum"] = _manifest_checksum(manifest)
@@ -433,6 +439,12 @@ class IndexBuilder:
             if path.name not in keep:
                 VectorStore.drop(self.settings, path, path.name)
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def empty_reason(folder: Path, problems: list[Problem]) -> str:
+    skipped = sum(p.skipped for p in problems)
+    found = f"{skipped} file(s) could not be read, see `qa index`" if skipped else "it holds no document"
+    return f"the index is empty: no readable document in {folder} ({found}); add documents and run `qa index`"
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,4 +1,5 @@
-"""BM25 over chunk texts (bm25s: scipy sparse scoring), with English stemming and stop words.
+"""BM25 over chunk texts (bm25s: scipy sparse scoring), with English stemming and stop words and
+character bigrams for Chinese and Japanese.
 
 Usage:
     >>> bm25 = LexicalIndex.build(["the treaty was signed in May", "oil fields"])
@@ -19,6 +20,9 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 
 TOKEN = re.compile(r"(?u)\b\w+\b")  # keep one-character tokens: "7" in "October 7" is the answer
 STOPWORDS = frozenset(STOPWORDS_EN_PLUS)
+# Chinese and Japanese write words without spaces: a run of Han or kana is one \w+ token, which no
+# question ever repeats exactly. Overlapping character bigrams are the standard index terms there.
+CJK_RUN = re.compile(r"[\u3005\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
 @cache
@@ -26,10 +30,24 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("english")
 
 
+def _bigrams(run: str) -> list[str]:
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
 def terms(text: str) -> list[str]:
-    """Lower-cased words, English stop words dropped, Snowball-stemmed: the analysis BM25 indexes
-    with, shared by highlighting and abstention so they weigh the same terms."""
-    return _stemmer().stemWords([w for w in TOKEN.findall(text.lower()) if w not in STOPWORDS])
+    """Lower-cased words, English stop words dropped, Snowball-stemmed, and each Chinese or
+    Japanese run as character bigrams: the analysis BM25 indexes with, shared by highlighting and
+    abstention so they weigh the same terms.
+
+    >>> terms("The treaties 东京大学")
+    ['treati', '东京', '京大', '大学']
+    """
+    lowered = text.lower()
+    runs = CJK_RUN.findall(lowered)
+    if runs:
+        lowered = CJK_RUN.sub(" ", lowered)
+    words = _stemmer().stemWords([w for w in TOKEN.findall(lowered) if w not in STOPWORDS])
+    return words + [bigram for run in runs for bigram in _bigrams(run)]
 
 
 @dataclass
@@ -40,8 +58,9 @@ class LexicalIndex:
     @classmethod
     def build(cls, texts: list[str]) -> "LexicalIndex":
         retriever = bm25s.BM25()
-        # An empty vocabulary breaks bm25s; a placeholder document-free token keeps it valid.
-        retriever.index([terms(t) for t in texts] if texts else [[]], show_progress=False)
+        # An empty corpus breaks bm25s; a placeholder document holding a token no query can
+        # produce (terms are words) keeps it valid, and `size` 0 keeps it out of every search.
+        retriever.index([terms(t) for t in texts] if texts else [[" "]], show_progress=False)
         return cls(retriever, len(texts))
 
     def save(self, folder: Path) -> None:

@@ -30,10 +30,13 @@ def openapi_document() -> dict:
             "author": NULLABLE_STRING,
             "published": NULLABLE_STRING,
             "url": NULLABLE_STRING,
+            "language": NULLABLE_STRING,
         },
     }
+    source_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     span = {"type": "object", "required": ["start", "end"],
-            "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0}}}
+            "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0},
+                           "page": {"type": "integer", "minimum": 1, "nullable": True}}}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -63,13 +66,31 @@ def openapi_document() -> dict:
                     "responses": {"200": _ok("AskResponse", "Ranked passages"), "400": ERROR, "413": ERROR, "503": ERROR},
                 },
             },
-            "/api/sources": {"get": {"summary": "List sources", "responses": {"200": _ok("SourceList", "Sources"), "503": ERROR}}},
+            "/api/sources": {
+                "get": {"summary": "List sources", "responses": {"200": _ok("SourceList", "Sources"), "503": ERROR}},
+                "post": {
+                    "summary": "Add one source file and start an incremental rebuild (admin)",
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                        "type": "object", "required": ["file"], "additionalProperties": False,
+                        "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+                    "responses": {"202": _ok("SourceChange", "Stored; rebuild started"), "400": ERROR, "401": ERROR,
+                                  "403": ERROR, "409": ERROR, "413": ERROR, "415": ERROR},
+                },
+            },
             "/api/sources/{id}": {
                 "get": {
                     "summary": "One source with its cleaned text",
-                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "parameters": [source_id],
                     "responses": {"200": _ok("SourceText", "The source"), "404": ERROR, "503": ERROR},
-                }
+                },
+                "delete": {
+                    "summary": "Remove the file behind one source and start an incremental rebuild (admin)",
+                    "security": [{"bearer": []}],
+                    "parameters": [source_id],
+                    "responses": {"202": _ok("SourceChange", "Removed; rebuild started"), "401": ERROR, "403": ERROR,
+                                  "404": ERROR, "409": ERROR},
+                },
             },
             "/api/index": {
                 "post": {
@@ -92,6 +113,9 @@ def openapi_document() -> dict:
             "schemas": {
                 "RebuildState": {"type": "object", "required": ["state"], "properties": {
                     "state": {"type": "string", "enum": ["idle", "running", "succeeded", "failed"]}}},
+                "SourceChange": {"type": "object", "required": ["id", "file", "rebuild"], "properties": {
+                    "id": {"type": "string"}, "file": {"type": "string"},
+                    "rebuild": {"type": "object", "required": ["state"], "properties": {"state": {"type": "string"}}}}},
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": {"error": {"type": "object", "required": ["code", "message"],

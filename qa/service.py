@@ -66,6 +66,9 @@ class QAService:
     def _load(self) -> None:
         try:
             loaded = load_index(self.settings)
+            if not loaded.sources:  # a complete but empty build: nothing to answer from, say why
+                loaded.store.close()
+                raise IndexUnavailable(loaded.manifest.get("empty") or "the index is empty; add documents and run `qa index`")
             # The version two switches back can have no request left on it: release its store.
             if self._retired is not None:
                 self._retired.store.close()

@@ -1,8 +1,14 @@
-"""Read source files from a folder: decode safely, clean, attach metadata from `sources.toml`.
+"""Read the sources folder: walk it, let each format's reader turn files into documents, clean them,
+attach metadata.
 
-A source's id is its file name without extension, so ids stay stable across rebuilds. A file
-that cannot be used (binary, empty, too large, a link leading outside the folder, unreadable)
-is reported once with its reason and the rest of the build goes on.
+The folder is walked recursively; hidden files and folders are skipped, links are followed only
+to files inside the folder. A source's id is its path relative to the folder, made URL-safe
+(`news/2025/a.html`); a `.txt` extension is dropped, so a top-level `a.txt` keeps the id `a`. A
+JSONL record's id is the record's own `id`. Metadata: `sources.toml` (keyed by id or relative
+path) over what the document states about itself, and nothing guessed.
+
+Anything wrong with one file (unreadable, binary, a broken PDF, a bad charset, a link leading
+outside) is reported once as a `Problem` with its reason and the rest of the build goes on.
 
 Usage:
     >>> sources, problems = SourceReader().run(Path("seeds"))
@@ -10,30 +16,54 @@ Usage:
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
-from pathlib import Path
-
-from charset_normalizer import from_bytes
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from qa.cleaning import TextCleaner
 from qa.data import Problem, Source, SourceMeta
+from qa.readers import Document, ReadError, clean_meta, reader_for
 
 METADATA_FILE = "sources.toml"
-SOURCE_ID = re.compile(r"^[\w][\w .\-]{0,199}$")  # letters (any script), digits, space, dot, dash
-DECLARED_CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([\w-]+)""", re.IGNORECASE)
+UNSAFE_ID_CHARS = re.compile(r"[^\w .\-]+")  # kept: letters (any script), digits, space, '.', '-', '_'
+MAX_ID_CHARS = 200
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SourceError(Exception):
-    """A file that cannot become a source; the message says why."""
+    """The sources folder itself cannot be read; the message says why."""
+
+
+def source_id(relative: str, drop_txt: bool = True) -> str:
+    """A URL-safe, stable id for a relative path (or a record's id): each part keeps letters,
+    digits, space, '.', '-' and '_', anything else becomes '-'.
+
+    >>> source_id("news/2025/a b?.html"), source_id("000_e482.txt")
+    ('news/2025/a b-.html', '000_e482')
+    """
+    path = PurePosixPath(relative)
+    if drop_txt and path.suffix.lower() == ".txt":
+        path = path.with_suffix("")
+    parts = [UNSAFE_ID_CHARS.sub("-", part).strip() for part in path.parts if part not in ("/", ".", "..")]
+    sid = "/".join(part for part in parts if part)
+    if not sid or len(sid) > MAX_ID_CHARS:
+        raise ReadError(f"cannot be made a source id (1 to {MAX_ID_CHARS} characters)")
+    return sid
+
+
+def _reason(err: Exception) -> str:
+    """A ReadError says why in its own words; anything else is a parser's own failure on a damaged file."""
+    return str(err) if isinstance(err, ReadError) else f"cannot be read ({type(err).__name__}: {err})"
 
 
 @dataclass(frozen=True)
 class SourceReader:
     """One step: a folder in, cleaned `Source`s and the `Problem`s met on the way out."""
 
-    max_bytes: int = 5 * 1024 * 1024
+    max_bytes: int = 5 * 1024 * 1024  # per document: a file, or a record of a bulk file
+    max_bulk_bytes: int = 1024 * 1024 * 1024  # per bulk file (JSONL)
     cleaner: TextCleaner = TextCleaner()
 
     def run(self, folder: Path) -> tuple[list[Source], list[Problem]]:
@@ -44,75 +74,109 @@ class SourceReader:
         metadata = self._read_metadata(folder, problems)
         sources: list[Source] = []
         seen: dict[str, str] = {}
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.name == METADATA_FILE:
-                continue
+        named: set[str] = set()
+        for relative in self._walk(folder, problems):
             try:
-                source, caveat = self._read_one(folder, path, metadata)
-            except SourceError as err:
-                problems.append(Problem(path.name, str(err)))
+                raw, documents = self._read_file(folder, relative)
+            except Exception as err:  # whatever fails on one file is reported, and the rest builds
+                problems.append(Problem(relative, _reason(err)))
                 continue
-            if source.id in seen:
-                problems.append(Problem(path.name, f"id {source.id!r} is already used by {seen[source.id]}"))
-                continue
-            seen[source.id] = path.name
-            sources.append(source)
-            if caveat:
-                problems.append(Problem(path.name, caveat, skipped=False))
-        for unknown in sorted(set(metadata) - set(seen)):
+            for doc in documents:
+                label = f"{relative}#{doc.key}" if doc.key is not None else relative
+                if doc.error:
+                    problems.append(Problem(label, doc.error))
+                    continue
+                try:
+                    source, caveats = self._source(relative, raw, doc, metadata)
+                except Exception as err:
+                    problems.append(Problem(label, _reason(err)))
+                    continue
+                if source.id in seen:
+                    problems.append(Problem(label, f"id {source.id!r} is already used by {seen[source.id]}"))
+                    continue
+                seen[source.id] = label
+                named.update((source.id, relative))
+                sources.append(source)
+                problems.extend(Problem(label, caveat, skipped=False) for caveat in caveats)
+        for unknown in sorted(set(metadata) - named):
             problems.append(Problem(METADATA_FILE, f"metadata for {unknown!r} names no source file", skipped=False))
         return sources, problems
 
-    def _read_one(self, folder: Path, path: Path, metadata: dict[str, SourceMeta]) -> tuple[Source, str | None]:
-        if path.is_symlink():
-            # Links are followed only inside the folder: nothing outside it is ever read or served.
-            target = path.resolve()
-            if not target.is_relative_to(folder.resolve()):
-                raise SourceError("symbolic link to a file outside the sources folder; not followed")
-        if not path.is_file():
-            raise SourceError("not a regular file")
-        source_id = path.stem
-        if not SOURCE_ID.match(source_id):
-            raise SourceError("file name cannot be used as a source id (letters, digits, space, '.', '-', '_')")
+    @staticmethod
+    def _walk(folder: Path, problems: list[Problem]) -> list[str]:
+        """Relative paths of the candidate files, sorted; hidden entries skipped, linked folders reported."""
+
+        def report(err: OSError) -> None:
+            problems.append(Problem(Path(err.filename).relative_to(folder).as_posix(), f"unreadable folder: {err.strerror}"))
+
+        found: list[str] = []
+        for root, dirs, files in os.walk(folder, onerror=report):
+            base = Path(root).relative_to(folder)
+            visible = sorted(d for d in dirs if not d.startswith("."))
+            linked = [d for d in visible if (Path(root) / d).is_symlink()]
+            # Linked folders are not followed (os.walk's default): they can lead outside or loop back.
+            problems.extend(Problem((base / d).as_posix(), "symbolic link to a folder; not followed") for d in linked)
+            dirs[:] = [d for d in visible if d not in linked]
+            found.extend((base / name).as_posix() for name in files
+                         if not name.startswith(".") and not (base == Path(".") and name == METADATA_FILE))
+        return sorted(found)
+
+    def _read_file(self, folder: Path, relative: str) -> tuple[bytes, list[Document]]:
+        path = folder / relative
         try:
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                raise SourceError(f"file is {size:,} bytes, over the {self.max_bytes:,}-byte limit")
+            if path.is_symlink():
+                # Links are followed only inside the folder: nothing outside it is ever read or served.
+                target = path.resolve(strict=True)
+                if not target.is_relative_to(folder.resolve()):
+                    raise ReadError("symbolic link to a file outside the sources folder; not followed")
+            if not path.is_file():
+                raise ReadError("not a regular file")
+            reader = reader_for(path)
+            size, limit = path.stat().st_size, self.max_bulk_bytes if getattr(reader, "bulk", False) else self.max_bytes
+            if size > limit:
+                raise ReadError(f"file is {size:,} bytes, over the {limit:,}-byte limit")
             raw = path.read_bytes()
+        except RuntimeError:  # how Python 3.11 reports a symbolic link loop
+            raise ReadError("symbolic link loop; not followed") from None
         except OSError as err:
-            raise SourceError(f"unreadable: {err.strerror or err}") from err
-        text, caveat = self._decode(raw)
-        cleaned = self.cleaner.run(text)
+            raise ReadError(f"unreadable: {err.strerror or err}") from None
+        if not raw.strip():
+            raise ReadError("empty file")
+        return raw, reader.read(path, raw)
+
+    def _source(self, relative: str, raw: bytes, doc: Document, metadata: dict[str, dict[str, str]]) -> tuple[Source, list[str]]:
+        sid = source_id(doc.key, drop_txt=False) if doc.key is not None else source_id(relative)
+        if doc.record is not None and len(doc.record) > self.max_bytes:
+            raise ReadError(f"record is {len(doc.record):,} bytes, over the {self.max_bytes:,}-byte limit")
+        caveats = [doc.caveat] if doc.caveat else []
+        text = doc.text
+        if SURROGATE.search(text):
+            # A lone surrogate cannot be stored as UTF-8; it carries no character, so it is marked, not kept.
+            text = SURROGATE.sub("\ufffd", text)
+            caveats.append("lone surrogate code points replaced by U+FFFD")
+        cleaned, pages = self._clean(text, doc.pages)
         if not cleaned.strip():
-            raise SourceError("empty after cleaning" if raw.strip() else "empty file")
-        meta = metadata.get(source_id, SourceMeta(id=source_id))
-        return Source(meta=meta, text=cleaned, sha256=hashlib.sha256(raw).hexdigest(), file_name=path.name), caveat
+            raise ReadError("empty after cleaning")
+        # Precedence: sources.toml over the document's own metadata; nothing is guessed.
+        stated = {**doc.meta, **metadata.get(relative, {}), **metadata.get(sid, {})}
+        digest = hashlib.sha256(doc.record if doc.record is not None else raw).hexdigest()
+        source = Source(meta=SourceMeta(id=sid, **stated), text=cleaned, sha256=digest, file_name=relative, pages=pages)
+        return source, caveats
+
+    def _clean(self, text: str, pages: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+        """Clean the text; a paged document page by page, so each page's start is known in the cleaned text."""
+        if not pages:
+            return self.cleaner.run(text), ()
+        bounds = [*pages, len(text)]
+        parts = [self.cleaner.run(text[a:b]) for a, b in zip(bounds, bounds[1:])]
+        starts, at = [], 0
+        for part in parts:
+            starts.append(at)
+            at += len(part) + 2  # the blank line that joins pages
+        return "\n\n".join(parts), tuple(starts)
 
     @staticmethod
-    def _decode(raw: bytes) -> tuple[str, str | None]:
-        """UTF-8 first; otherwise a declared charset, then a detected one, with a caveat saying so."""
-        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            return raw.decode("utf-16"), None
-        if b"\x00" in raw:
-            raise SourceError("binary file (contains NUL bytes)")
-        try:
-            return raw.decode("utf-8-sig"), None
-        except UnicodeDecodeError:
-            pass
-        declared = DECLARED_CHARSET.search(raw[:4096])
-        if declared:
-            try:
-                charset = declared.group(1).decode("ascii")
-                return raw.decode(charset), f"not UTF-8; decoded with its declared charset {charset}"
-            except (LookupError, UnicodeDecodeError):
-                pass
-        best = from_bytes(raw).best()
-        if best is None or best.encoding is None:
-            raise SourceError("binary or undecodable file (not UTF-8, no charset detected)")
-        return str(best), f"not UTF-8; decoded as {best.encoding} (detected)"
-
-    @staticmethod
-    def _read_metadata(folder: Path, problems: list[Problem]) -> dict[str, SourceMeta]:
+    def _read_metadata(folder: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
         path = folder / METADATA_FILE
         if not path.is_file():
             return {}
@@ -121,12 +185,10 @@ class SourceReader:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
             problems.append(Problem(METADATA_FILE, f"ignored, cannot be parsed: {err}", skipped=False))
             return {}
-        allowed = {f.name for f in fields(SourceMeta)} - {"id"}
-        out: dict[str, SourceMeta] = {}
-        for source_id, entry in table.items():
+        out: dict[str, dict[str, str]] = {}
+        for key, entry in table.items():
             if not isinstance(entry, dict):
-                problems.append(Problem(METADATA_FILE, f"[{source_id}] is not a table; ignored", skipped=False))
+                problems.append(Problem(METADATA_FILE, f"[{key}] is not a table; ignored", skipped=False))
                 continue
-            values = {k: str(v) for k, v in entry.items() if k in allowed and v not in (None, "")}
-            out[source_id] = SourceMeta(id=source_id, **values)
+            out[key] = clean_meta(entry)
         return out

@@ -34,7 +34,7 @@ def watch_sources(folder: Path, rebuild: Callable[[], None], echo: Callable[[str
     stop = stop or threading.Event()
     changes = _Changes()
     observer = Observer()
-    observer.schedule(changes, str(folder), recursive=False)
+    observer.schedule(changes, str(folder), recursive=True)  # sources may sit in subfolders
     observer.start()
     echo(f"watching {folder} for changes (Ctrl-C to stop)")
     try:

@@ -77,7 +77,7 @@ def source_page(source_id: str):
         if hs is None or he is None or not (s <= hs < he <= e):
             hs, he = s, s  # no valid sentence: mark the passage only
         cited = {"before": text[:s], "lead": text[s:hs], "sentence": text[hs:he], "tail": text[he:e], "after": text[e:],
-                 "start": s, "end": e}
+                 "start": s, "end": e, "page": source.page_at(s)}
     return render_template("source.html", source=source, cited=cited)
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from qa.chunking import SentenceChunker, count_tokens
+from qa.chunking import SentenceChunker, count_tokens, split_sentences
 from qa.data import Source, SourceMeta
 from qa.sources import SourceReader
 from tests.conftest import SEEDS
@@ -40,3 +40,12 @@ def test_one_huge_line_is_cut_into_budgeted_pieces():
     for chunk in chunks:
         assert text[chunk.start : chunk.end] == chunk.text
         assert count_tokens([chunk.text])[0] <= 64
+
+
+def test_sentences_follow_the_documents_language():
+    text = "Am 3. Oktober 1990 wurde Deutschland vereinigt. La Sra. García llegó ayer."
+    german = [text[s:e] for s, e in split_sentences(text, 128, "de")]
+    assert german[0] == "Am 3. Oktober 1990 wurde Deutschland vereinigt."
+    assert [text[s:e] for s, e in split_sentences(text, 128)][0] == "Am 3."  # English rules cut at the ordinal
+    source = Source(meta=SourceMeta(id="de", language="de-AT"), text=text, sha256="", file_name="de.txt")
+    assert SentenceChunker().run(source)[0].sentences[0] == (0, len(german[0]))

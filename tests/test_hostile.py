@@ -7,7 +7,7 @@ import time
 import requests
 
 from qa.config import Settings
-from qa.indexing import current_version, load_index
+from qa.indexing import IndexBuilder, current_version, load_index
 from tests.conftest import QA, SEEDS, Server
 
 
@@ -25,8 +25,12 @@ def _hostile_folder(root):
     (folder / "empty.txt").write_bytes(b"")
     secret = root / "secret.txt"
     secret.write_text("TOP SECRET outside the sources folder", encoding="utf-8")
-    os.symlink(secret, folder / "escape.txt")
+    os.symlink(secret, folder / "escape link.txt")
     os.symlink("/etc/passwd", folder / "passwd.txt")
+    (folder / "utf16.txt").write_bytes(b"\xff\xfeA")  # a byte-order mark, then half a code unit
+    os.symlink("loop.txt", folder / "loop.txt")
+    # A declared codec that is no character encoding (it would make lone surrogates) is not used.
+    (folder / "escape.txt").write_bytes(b'<meta charset="unicode_escape">caf\xe9 \\ud800 in M\xe9rida')
     (folder / "ünïcödé näme.txt").write_text("A file whose name has accents: Mérida hosts the summit.", encoding="utf-8")
     return folder
 
@@ -39,13 +43,14 @@ def test_hostile_sources_build_finishes_and_reports_each_bad_file_once(tmp_path)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     for name, reason in [("huge.txt", "limit"), ("binary.dat", "binary"), ("nul.txt", "NUL"), ("empty.txt", "empty"),
-                         ("escape.txt", "outside"), ("passwd.txt", "outside"), ("latin1.txt", "not UTF-8")]:
+                         ("escape link.txt", "outside"), ("passwd.txt", "outside"), ("latin1.txt", "not UTF-8"),
+                         ("utf16.txt", "UTF-16"), ("loop.txt", "loop"), ("escape.txt", "detected")]:
         matching = [w for w in warnings if f" {name}:" in w]
         assert len(matching) == 1 and reason in matching[0], (name, warnings)
-    assert len(warnings) == 7
+    assert len(warnings) == 10
 
     index = load_index(Settings.from_env({"index_dir": index_dir}))
-    assert set(index.sources) == {"good article", "html", "one line", "latin1", "ünïcödé näme"}
+    assert set(index.sources) == {"good article", "html", "one line", "latin1", "ünïcödé näme", "escape"}
     everything = " ".join(s.text for s in index.sources.values())
     assert "TOP SECRET" not in everything and "root:" not in everything
     assert "traité" in index.sources["latin1"].text
@@ -57,7 +62,7 @@ def test_hostile_sources_build_finishes_and_reports_each_bad_file_once(tmp_path)
         assert listed == set(index.sources)
         unicode_id = requests.get(server.base + "/api/sources/ünïcödé näme", timeout=10)
         assert unicode_id.status_code == 200 and "Mérida" in unicode_id.json()["text"]
-        for probe in ["escape", "passwd", "../secret", "..%2Fsecret.txt", "%2e%2e%2fsecret", "/etc/passwd", "secret.txt"]:
+        for probe in ["escape link", "passwd", "../secret", "..%2Fsecret.txt", "%2e%2e%2fsecret", "/etc/passwd", "secret.txt"]:
             response = requests.get(server.base + "/api/sources/" + probe, timeout=10)
             assert response.status_code == 404 and "TOP SECRET" not in response.text
         html = requests.get(server.base + "/?q=When did the Caracas bridge reopen?", timeout=30).text
@@ -84,6 +89,19 @@ def test_limits_on_headers_and_a_slow_client_does_not_block(live_server):
     finally:
         slow.close()
     assert requests.get(live_server.base + "/api/health", timeout=10).status_code == 200
+
+
+def test_an_empty_sources_folder_builds_an_empty_index_the_server_explains(tmp_path, embedder):
+    folder, index_dir = tmp_path / "sources", tmp_path / "index"
+    (folder / "only" / "nested").mkdir(parents=True)
+    (folder / "only" / "nested" / "blank.txt").write_bytes(b"  \n")
+    report = IndexBuilder(Settings.from_env({"sources_dir": folder, "index_dir": index_dir}), embedder=embedder).run()
+    assert report.sources == 0 and "empty" in report.summary() and report.problems[0].file_name == "only/nested/blank.txt"
+    with Server(index_dir) as server:
+        health = requests.get(server.base + "/api/health", timeout=10)
+        assert health.status_code == 503 and "no readable document in" in health.json()["error"]
+        ask = requests.post(server.base + "/api/ask", json={"question": "treaty"}, timeout=10)
+        assert ask.status_code == 503 and "1 file(s) could not be read" in ask.json()["error"]["message"]
 
 
 def test_server_starts_on_a_damaged_or_empty_index_and_says_how_to_fix(seed_index, tmp_path):
