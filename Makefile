@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup index run test eval bench loadtest clean
+.PHONY: setup index run test eval fit bench loadtest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,11 @@ run: index
 test: setup
 	$(BIN)/python -m pytest -q
 
-eval: index
-	$(BIN)/qa eval --report eval/reports
+eval: setup
+	$(BIN)/qa eval --all --work build/eval --report eval/reports
+
+fit: setup
+	$(BIN)/qa fit --work build/eval
 
 bench: setup
 	$(BIN)/qa bench

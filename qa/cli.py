@@ -180,7 +180,9 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
 @main.command()
 @click.option("--work", "work_dir", type=click.Path(file_okay=False), help="where collection indexes are built (default: a temporary folder)")
 @click.option("--out", type=click.Path(dir_okay=False), help="model file to write (default: the shipped qa/ranker.json)")
-def fit(work_dir, out):
+@click.option("--show", type=click.Choice(["dev", "test"]), default="test", show_default=True,
+              help="held-out split printed (choose designs on dev; report test)")
+def fit(work_dir, out, show):
     """Fit the ranking and abstention weights on every collection's dev split; print leave-one-collection-out figures."""
     import tempfile
     from pathlib import Path
@@ -195,7 +197,7 @@ def fit(work_dir, out):
         model, loco = Fitter(Path(work_dir or tmp), Embedder(settings.model_path)).run(discover_collections())
     target = Path(out) if out else MODEL_FILE
     model.save(target)
-    click.echo(format_loco(loco))
+    click.echo(format_loco(loco, show))
     click.echo(f"wrote {target} (threshold {model.threshold})", err=True)
 
 

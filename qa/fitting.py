@@ -24,7 +24,7 @@ import numpy as np
 
 from qa.embedding import Embedder
 from qa.evaluation import (
-    MAX_FALSE_ABSTENTION, Collection, Question, build_collection_index, contains_answer, evaluate_collections,
+    MAX_FALSE_ABSTENTION, SPLITS, Collection, Question, build_collection_index, contains_answer, evaluate_collections,
     load_questions,
 )
 from qa.indexing import load_index
@@ -109,21 +109,23 @@ class Fitter:
         for c in collections:
             self.examples[c.name] = self.gather(c)
         names = [c.name for c in collections]
-        loco = {}
+        loco: dict[str, dict] = {split: {} for split in SPLITS}
         for held_out in collections if len(collections) > 1 else []:
             model = self.fit([n for n in names if n != held_out.name])
-            report = evaluate_collections([held_out], self.work_dir, self.embedder, split="test", configs=LOCO_CONFIGS, model=model)
-            configs = report["collections"][held_out.name]["configs"]
-            loco[held_out.name] = {config: {m: configs[config][m] for m in REPORTED} for config in LOCO_CONFIGS}
+            for split in SPLITS:
+                report = evaluate_collections([held_out], self.work_dir, self.embedder, split=split, configs=LOCO_CONFIGS, model=model)
+                configs = report["collections"][held_out.name]["configs"]
+                loco[split][held_out.name] = {config: {m: configs[config][m] for m in REPORTED} for config in LOCO_CONFIGS}
         model = self.fit(names)
-        fitted_on = {**model.fitted_on, "leave_one_collection_out_test": loco}
+        # The held-out dev figures are for choosing between signal designs; test figures are for reporting only.
+        fitted_on = {**model.fitted_on, "leave_one_collection_out_dev": loco["dev"], "leave_one_collection_out_test": loco["test"]}
         return RankerModel(model.passage, model.abstention, model.threshold, fitted_on), loco
 
 
-def format_loco(loco: dict) -> str:
+def format_loco(loco: dict, split: str = "test") -> str:
     header = f"{'held out':<16}{'config':<9}" + "".join(f"{m:>17}" for m in REPORTED)
-    lines = ["leave-one-collection-out (fitted on the others' dev splits, scored on the held-out test split)", header]
-    for name, configs in loco.items():
+    lines = [f"leave-one-collection-out (fitted on the others' dev splits, scored on the held-out {split} split)", header]
+    for name, configs in loco[split].items():
         for config, row in configs.items():
             cells = "".join(f"{'—' if row[m] is None else row[m]:>17}" for m in REPORTED)
             lines.append(f"{name:<16}{config:<9}{cells}")
