@@ -29,7 +29,7 @@ from qa.evaluation import (
 )
 from qa.indexing import load_index
 from qa.ranker import LinearModel, RankerModel
-from qa.retrieval import FEATURES, QUESTION_FEATURES, Candidates, Retriever
+from qa.retrieval import FEATURES, QUESTION_FEATURES, Candidates, Retriever, best_per_passage
 
 LOCO_CONFIGS = ("hybrid", "dense", "bm25", "naive")
 REPORTED = ("answer@1", "mrr@10", "highlight@1", "abstention", "false_abstention")
@@ -50,6 +50,36 @@ def _logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], weights: np.
     fitted = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y, sample_weight=weights)
     return LinearModel(names, tuple(map(float, mean)), tuple(map(float, scale)), tuple(map(float, fitted.coef_[0])),
                        float(fitted.intercept_[0]))
+
+
+def _pairwise(examples: list[Example], rounds: int = 2, hard: int = 20) -> LinearModel:
+    """Logistic regression on differences: within each question, every answering row against other
+    rows, so the weights learn to order a question's candidates, not to grade questions. A second
+    round keeps only each question's `hard` best-scoring wrong rows — the ones that actually
+    compete for rank 1. Each question weighs the same whatever its pool size."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.vstack([e.pool.features for e in examples])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    model = None
+    for _ in range(rounds):
+        diffs, weights = [], []
+        for e in examples:
+            z = (e.pool.features - mean) / scale
+            positives, negatives = z[e.labels], z[~e.labels]
+            if model is not None and len(negatives) > hard:
+                negatives = negatives[np.argsort(-(negatives @ model))[:hard]]
+            if not len(positives) or not len(negatives):
+                continue
+            d = (positives[:, None, :] - negatives[None, :, :]).reshape(-1, z.shape[1])
+            diffs.append(d)
+            weights.append(np.full(len(d), 1.0 / len(d)))
+        d, w = np.vstack(diffs), np.concatenate(weights)
+        fitted = LogisticRegression(C=1.0, max_iter=2000, fit_intercept=False).fit(
+            np.vstack([d, -d]), np.r_[np.ones(len(d)), np.zeros(len(d))], sample_weight=np.r_[w, w] * len(examples))
+        model = fitted.coef_[0]
+    return LinearModel(FEATURES, tuple(map(float, mean)), tuple(map(float, scale)), tuple(map(float, model)), 0.0)
 
 
 @dataclass
@@ -79,18 +109,10 @@ class Fitter:
     def fit(self, names: list[str]) -> RankerModel:
         examples = [e for n in names for e in self.examples[n]]
         rows = [e for e in examples if len(e.labels)]
-        x = np.vstack([e.pool.features for e in rows])
-        y = np.concatenate([e.labels for e in rows])
-        # Each question weighs the same whatever its pool size; within it, positives as much as negatives.
-        weights = np.concatenate([
-            np.where(e.labels, 0.5 / max(1, e.labels.sum()), 0.5 / max(1, (~e.labels).sum())) for e in rows
-        ]) * len(rows)
-        passage = _logistic(x, y, FEATURES, weights)
+        passage = _pairwise(rows)
 
         def question_row(e: Example) -> np.ndarray:
-            row = e.pool.question.copy()
-            row[0] = float(passage.score(e.pool.features).max()) if len(e.labels) else 0.0
-            return row
+            return e.pool.question_row(best_per_passage(e.pool, passage.score(e.pool.features))[1])
 
         qx = np.vstack([question_row(e) for e in examples])
         qy = np.array([e.question.answerable for e in examples])

@@ -22,6 +22,7 @@ Usage:
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -41,16 +42,19 @@ Mode = Literal["hybrid", "dense", "bm25"]
 SIGNALS: dict[str, tuple[str, ...]] = {
     "dense": ("chunk_cos", "chunk_cos_gap", "sentence_cos", "sentence_cos_gap", "dense_rank"),
     "bm25": ("bm25", "bm25_rank"),
-    "coverage": ("chunk_coverage", "sentence_coverage"),
-    "constraints": ("constraints_chunk", "constraints_sentence", "conflict_chunk", "conflict_sentence"),
+    "coverage": ("chunk_coverage", "sentence_coverage", "sentence_context_coverage"),
+    "constraints": ("constraints_chunk", "constraints_sentence", "constraints_sentence_context", "conflict_chunk",
+                    "conflict_sentence"),
     "answer_type": ("type_sentence", "type_chunk", "short_sentence"),
 }
 FEATURES = tuple(f for group in SIGNALS.values() for f in group)
 COLUMN = {f: i for i, f in enumerate(FEATURES)}
-WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "constraints_chunk", "constraints_sentence", "conflict_chunk",
-                 "conflict_sentence", "type_sentence", "type_chunk", "short_sentence")
-QUESTION_FEATURES = ("top_score", "top_sentence_cos", "constraints_met", "constraints_in_sentence", "typed_sentence",
-                     "unknown_terms", "best_coverage")
+WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "sentence_context_coverage", "constraints_chunk",
+                 "constraints_sentence", "constraints_sentence_context", "conflict_chunk", "conflict_sentence",
+                 "type_sentence", "type_chunk", "short_sentence")
+QUESTION_FEATURES = ("top_score", "names_in_top", "top_sentence_cos", "constraints_met", "constraints_in_sentence",
+                     "typed_sentence", "unknown_terms", "best_coverage")
+NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
 CACHE_SENTENCES = 200_000
@@ -70,10 +74,20 @@ class Candidates:
     row_chunk: np.ndarray  # (rows,) index into `positions` for each sentence row
     row_span: list[tuple[int, int]]  # each row's sentence span
     features: np.ndarray  # (rows, len(FEATURES))
-    question: np.ndarray  # (len(QUESTION_FEATURES),) filled once the passages are scored
+    question: np.ndarray  # (len(QUESTION_FEATURES),); the first two depend on the scores: see `question_row`
     dense_order: list[int]  # `positions` indices in dense rank order
     bm25_order: list[int]
     chunk_facts: list[SentenceFacts]  # each passage's terms and facts (its sentences', without context)
+    name_coverage: np.ndarray  # per passage: share of the question's names in it or its title and heading
+
+    def question_row(self, chunk_scores: np.ndarray) -> np.ndarray:
+        """The abstention model's input once passages are scored: the best score, and whether the
+        best passage names what the question names."""
+        row = self.question.copy()
+        if len(chunk_scores):
+            top = int(np.argmax(chunk_scores))
+            row[0], row[1] = float(chunk_scores[top]), float(self.name_coverage[top])
+        return row
 
 
 def _looks_like_heading(line: str) -> bool:
@@ -105,12 +119,12 @@ class Retriever:
             return Answer(question, answered=False, index_version=index.version)
         sentence_cos = pool.features[:, COLUMN["sentence_cos"]]
         logits = self.ranker.passage.score(pool.features, frozenset(f for g in self.disabled for f in SIGNALS[g]))
-        confidence = self.confidence(pool, _best_per_chunk(pool, logits)[1])
+        confidence = self.confidence(pool, best_per_passage(pool, logits)[1])
         if self.mode == "hybrid":
-            best_row, chunk_scores = _best_per_chunk(pool, logits)
+            best_row, chunk_scores = best_per_passage(pool, logits)
             order = list(np.argsort(-chunk_scores, kind="stable"))
         else:  # a single list's order; the sentence most similar to the question is marked
-            best_row, chunk_scores = _best_per_chunk(pool, sentence_cos)
+            best_row, chunk_scores = best_per_passage(pool, sentence_cos)
             order = pool.dense_order if self.mode == "dense" else pool.bm25_order
 
         hits: list[Hit] = []
@@ -141,6 +155,7 @@ class Retriever:
         idf_total = float(idf.sum())
         weight = dict(zip(q_terms, idf / idf_total if idf_total else idf))
         q_set = frozenset(q_terms)
+        names = frozenset(analyze(" ".join(NAME.findall(question))))
 
         def coverage(words: frozenset[str]) -> float:
             return sum(map(weight.__getitem__, words & q_set))
@@ -168,6 +183,7 @@ class Retriever:
         # Word, constraint and type signals, one tuple per sentence row, in WORD_FEATURES order.
         rows: list[tuple[float, ...]] = []
         passages: list[SentenceFacts] = []
+        name_coverage = np.ones(len(positions))
         type_bit = asks.type_bit
         for c, p in enumerate(positions):
             chunk = index.chunks[p]
@@ -182,10 +198,15 @@ class Retriever:
             met_c, conflict_c = agreement(asks, text_facts(marks | context.facts.marks, types))
             type_c = float(bool(types & type_bit))
             chunk_coverage = coverage(passage.terms | context.terms)
+            if names:
+                name_coverage[c] = len(names & (passage.terms | context.terms)) / len(names)
             for sentence in facts:
                 met_s, conflict_s = agreement(asks, sentence.facts)
-                rows.append((chunk_coverage, coverage(sentence.terms), met_c, met_s, conflict_c, conflict_s,
-                             float(bool(sentence.facts.types & type_bit)), type_c, float(len(sentence.terms) < 4)))
+                # The sentence read under its heading: "It carried 4 instruments" below "Mission II".
+                met_sc = agreement(asks, text_facts(sentence.facts.marks | context.facts.marks, 0))[0] if context.facts.marks else met_s
+                rows.append((chunk_coverage, coverage(sentence.terms), coverage(sentence.terms | context.terms), met_c, met_s,
+                             met_sc, conflict_c, conflict_s, float(bool(sentence.facts.types & type_bit)), type_c,
+                             float(len(sentence.terms) < 4)))
         rc = np.asarray(row_chunk, dtype=np.int64)
         features = np.zeros((len(rc), len(FEATURES)))
         if len(rc):
@@ -203,7 +224,8 @@ class Retriever:
         typed = (met_sentence >= 1.0 if asks.constraints else np.ones(len(met_sentence), bool)) & (
             features[:, COLUMN["type_sentence"]] > 0 if asks.type_bit and has else True)
         question_features = np.array([
-            0.0,  # top_score: set once the passages are scored
+            0.0,  # top_score and names_in_top: set once the passages are scored
+            0.0,
             float(sentence_cos.max()) if has else 0.0,
             float(features[:, COLUMN["constraints_chunk"]].max()) if asks.constraints and has else 1.0,
             float(met_sentence.max()) if asks.constraints and has else 1.0,
@@ -212,7 +234,7 @@ class Retriever:
             float(features[:, COLUMN["sentence_coverage"]].max()) if has else 0.0,
         ])
         return Candidates(positions, rc, row_span, features, question_features,
-                          [slot[p] for p in dense], [slot[p] for p in lexical], passages)
+                          [slot[p] for p in dense], [slot[p] for p in lexical], passages, name_coverage)
 
     @property
     def ranker(self) -> RankerModel:
@@ -222,8 +244,7 @@ class Retriever:
 
     def confidence(self, pool: Candidates, chunk_scores: np.ndarray) -> float:
         """Probability that the best passage answers at all (the abstention model)."""
-        pool.question[0] = float(chunk_scores.max()) if len(chunk_scores) else 0.0
-        return round(float(self.ranker.abstention.probability(pool.question[None, :])[0]), 4)
+        return round(float(self.ranker.abstention.probability(pool.question_row(chunk_scores)[None, :])[0]), 4)
 
     def _sentence(self, index: LoadedIndex, source_id: str, start: int, end: int) -> SentenceFacts:
         """Terms and facts of one sentence; question-independent, so cached across questions."""
@@ -269,7 +290,7 @@ class Retriever:
         return x.facts.marks == y.facts.marks
 
 
-def _best_per_chunk(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best_per_passage(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each pooled passage, its best-scoring sentence row and that score."""
     order = np.lexsort((-row_scores, pool.row_chunk))  # by passage, best sentence first
     firsts = order[np.r_[True, pool.row_chunk[order][1:] != pool.row_chunk[order][:-1]]]
