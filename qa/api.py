@@ -69,9 +69,10 @@ def ask_get():
         raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     k = request.args.get("k")
     if k is not None:
-        if not k.strip().isdigit():
+        if not (k.isascii() and k.isdigit()):  # str.isdigit alone accepts '²' and other digits int() refuses
             raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {k[:20]!r}")
-        k = int(k)
+        digits = k.lstrip("0")
+        k = int(digits or "0") if len(digits) <= 3 else MAX_K + 1  # a 5,000-digit k is out of range, not parsed
     return _ask(request.args.get("q"), k)
 
 

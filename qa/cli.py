@@ -7,14 +7,17 @@ import textwrap
 
 import click
 
-from qa.config import Settings
+from qa.config import Settings, SettingsError
 
 INDEX_OPTION = click.option("--index", "index_dir", type=click.Path(file_okay=False), help="index folder (env QA_INDEX, default index/)")
 SOURCES_OPTION = click.option("--sources", "sources_dir", type=click.Path(file_okay=False), help="sources folder (env QA_SOURCES, default seeds/)")
 
 
 def _settings(**overrides) -> Settings:
-    return Settings.from_env(overrides)
+    try:
+        return Settings.from_env(overrides)
+    except SettingsError as err:
+        _fail(str(err), 2)
 
 
 def _fail(message: str, code: int = 1):
@@ -46,6 +49,8 @@ def index(sources_dir, index_dir, full, watch, wait):
         report = builder.run(full=full_build, wait=wait)
         for problem in report.problems:
             click.secho(f"warning: {problem.file_name}: {problem.reason}", fg="yellow", err=True)
+        for warning in report.warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
         if report.full_reason and not full_build:
             click.echo(f"full rebuild: {report.full_reason}", err=True)
         click.echo(report.summary())
