@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from qa.embedding import ModelError
-from qa.indexing import BuildBusy
+from qa.indexing import BuildBusy, SourcesMismatch
 from qa.openapi import openapi_document
 from qa.service import QAService, ServiceUnavailable
 
@@ -121,10 +121,16 @@ def _require_admin() -> None:
 def start_rebuild():
     _require_admin()
     body = request.get_json(force=True, silent=True) if request.get_data() else {}
-    if not isinstance(body, dict) or set(body) - {"full"} or not isinstance(body.get("full", False), bool):
-        raise ApiError(400, "invalid_json", 'the body must be empty or {"full": true|false}')
+    if (not isinstance(body, dict) or set(body) - {"full", "sources"} or not isinstance(body.get("full", False), bool)
+            or not isinstance(body.get("sources", ""), str)):
+        raise ApiError(400, "invalid_json", 'the body must be empty or {"full": true|false, "sources": "<folder>"}')
+    runner = current_app.extensions["qa_rebuild"]
     try:
-        state = current_app.extensions["qa_rebuild"].start(full=body.get("full", False))
+        state = runner.start(full=body.get("full", False), sources=runner.allowed_sources(body.get("sources")))
+    except ValueError as err:
+        raise ApiError(400, "sources_not_allowed", str(err)) from None
+    except SourcesMismatch as err:
+        raise ApiError(409, "sources_mismatch", str(err)) from None
     except BuildBusy as err:
         raise ApiError(409, "build_running", str(err)) from None
     return jsonify(state), 202

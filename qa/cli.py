@@ -10,7 +10,8 @@ import click
 from qa.config import Settings, SettingsError
 
 INDEX_OPTION = click.option("--index", "index_dir", type=click.Path(file_okay=False), help="index folder (env QA_INDEX, default index/)")
-SOURCES_OPTION = click.option("--sources", "sources_dir", type=click.Path(file_okay=False), help="sources folder (env QA_SOURCES, default seeds/)")
+SOURCES_OPTION = click.option("--sources", "sources_dir", type=click.Path(file_okay=False),
+                              help="sources folder (env QA_SOURCES; default: the one the index was built from, else seeds/)")
 
 
 def _settings(**overrides) -> Settings:
@@ -39,7 +40,7 @@ def main():
 def index(sources_dir, index_dir, full, watch, wait):
     """Build or update the index from the sources folder."""
     from qa.embedding import ModelError
-    from qa.indexing import BuildBusy, IndexBuilder
+    from qa.indexing import BuildBusy, IndexBuilder, SourcesMismatch
     from qa.sources import SourceError
 
     settings = _settings(sources_dir=sources_dir, index_dir=index_dir)
@@ -60,8 +61,8 @@ def index(sources_dir, index_dir, full, watch, wait):
         if watch:
             from qa.watching import watch_sources
 
-            watch_sources(settings.sources_dir, lambda: build(False), echo=lambda m: click.echo(m, err=True))
-    except (BuildBusy, SourceError, ModelError) as err:
+            watch_sources(builder.settings.sources_dir, lambda: build(False), echo=lambda m: click.echo(m, err=True))
+    except (BuildBusy, SourceError, ModelError, SourcesMismatch) as err:
         _fail(str(err))
 
 
@@ -119,11 +120,13 @@ def sources(index_dir):
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="worker processes")
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True, help="threads per worker")
 @INDEX_OPTION
-def serve(host, port, workers, threads, index_dir):
+@SOURCES_OPTION
+def serve(host, port, workers, threads, index_dir, sources_dir):
     """Serve the web page and the API with gunicorn (a production WSGI server)."""
     from qa.serving import serve as run
 
-    settings = _settings(index_dir=index_dir, port=port)
+    settings = _settings(index_dir=index_dir, port=port, sources_dir=sources_dir,
+                         sources_origin="qa serve --sources" if sources_dir else None)
     run(settings, host=host, port=settings.port, workers=workers, threads=threads)
 
 

@@ -41,6 +41,9 @@ class Settings:
     chroma_token: str | None = None
     admin_token: str | None = None  # set: POST /api/index is enabled
     port: int = 8000
+    # Who chose sources_dir: "default", "QA_SOURCES", "qa serve --sources", or explicitly "--sources"
+    # (qa index) or "request" (POST /api/index). Only an explicit choice may move an index to another folder.
+    sources_origin: str = "default"
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> "Settings":
@@ -62,9 +65,13 @@ class Settings:
                     values[name] = cast(env[var])
                 except ValueError:
                     raise SettingsError(f"{var} must be a whole number, not {env[var][:40]!r}") from None
+        if "sources_dir" in values:
+            values["sources_origin"] = "QA_SOURCES"
         settings = replace(cls(), **values)
         known = {f.name for f in fields(cls)}
         extra = {k: v for k, v in (overrides or {}).items() if k in known and v is not None}
+        if "sources_dir" in extra:
+            extra.setdefault("sources_origin", "--sources")
         for key in ("sources_dir", "index_dir"):
             if key in extra:
                 extra[key] = Path(extra[key])

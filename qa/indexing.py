@@ -42,6 +42,13 @@ class BuildBusy(Exception):
     """Another build holds the lock."""
 
 
+class SourcesMismatch(Exception):
+    """A build was asked for another sources folder than the index was built from, not explicitly."""
+
+
+EXPLICIT_SOURCES = ("--sources", "request")  # origins (see Settings.sources_origin) that may switch folders
+
+
 @dataclass(frozen=True)
 class BuildReport:
     version: str
@@ -221,11 +228,29 @@ class IndexBuilder:
             raise BuildBusy(f"another build of {index_dir} is running; try again when it has finished") from None
         return lock
 
+    def sources_folder(self) -> Path:
+        """The folder to build from: the one asked for explicitly, else the one the index was built
+        from, else the configured one. Raises SourcesMismatch when a configured folder (QA_SOURCES,
+        `qa serve --sources`) differs from the index's: the fix is to say so explicitly."""
+        settings = self.settings
+        remembered = versions.current_manifest(settings.index_dir).get("sources_dir")
+        asked = settings.sources_dir
+        if remembered is None or settings.sources_origin in EXPLICIT_SOURCES:
+            return asked
+        if settings.sources_origin == "default" or Path(remembered) == asked.resolve():
+            return Path(remembered)
+        raise SourcesMismatch(
+            f"the index in {settings.index_dir} was built from {remembered}, but {settings.sources_origin} names "
+            f"{asked.resolve()}; to rebuild it from {asked.resolve()} say so explicitly: `qa index --sources "
+            f"{asked.resolve()}`, or POST /api/index with {{\"sources\": \"{asked.resolve()}\"}}"
+        )
+
     def run_locked(self, lock: FileLock, full: bool = False) -> BuildReport:
         """Build with a lock already taken by `acquire_lock` (so a caller can refuse a second build at once).
         Then, built or failed, delete the versions no live process holds (a failed build's partial one too)."""
         try:
             try:
+                self.settings = replace(self.settings, sources_dir=self.sources_folder())
                 report = self._build(full)
             except BaseException:
                 versions.clean_up(self.settings, keep=set())
@@ -378,6 +403,7 @@ class IndexBuilder:
             "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
             "sources": {s.id: {"sha256": s.sha256, "file": s.file_name, "chunks": len(per_source[s.id].chunks)} for s in sources},
             "chunk_count": len(chunks),
+            "sources_dir": str(settings.sources_dir.resolve()),
         }
         versions.publish(settings.index_dir, version_dir, manifest, DATA_FILES)
         return BuildReport(

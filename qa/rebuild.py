@@ -7,11 +7,14 @@ the new version by itself when `CURRENT` moves.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 from qa.config import Settings
 from qa.embedding import Embedder
 from qa.indexing import IndexBuilder
+from qa.versions import current_manifest
 
 
 def _now() -> str:
@@ -20,6 +23,7 @@ def _now() -> str:
 
 class RebuildRunner:
     def __init__(self, settings: Settings, embedder: Embedder):
+        self.settings, self.embedder = settings, embedder
         self.builder = IndexBuilder(settings, embedder=embedder)
         self._state: dict = {"state": "idle"}
         self._guard = threading.Lock()
@@ -28,8 +32,24 @@ class RebuildRunner:
         with self._guard:
             return dict(self._state)
 
-    def start(self, full: bool = False) -> dict:
-        """Start a build and return its state; raises BuildBusy when one is running anywhere."""
+    def allowed_sources(self, named: str | None) -> Path | None:
+        """A folder a request names: only the server's own (`qa serve --sources`, QA_SOURCES) or the
+        index's, so the admin token confirms a switch but cannot make the server read any folder."""
+        if not named:
+            return None
+        allowed = {self.settings.sources_dir.resolve()}
+        remembered = current_manifest(self.settings.index_dir).get("sources_dir")
+        allowed |= {Path(remembered)} if remembered else set()
+        if Path(named).resolve() not in allowed:
+            raise ValueError(f"a request may name only the server's sources folder or the index's: {', '.join(sorted(map(str, allowed)))}")
+        return Path(named).resolve()
+
+    def start(self, full: bool = False, sources: Path | None = None) -> dict:
+        """Start a build and return its state; raises BuildBusy when one is running anywhere and
+        SourcesMismatch when the server's folder is not the index's and `sources` does not confirm it."""
+        settings = replace(self.settings, sources_dir=sources, sources_origin="request") if sources else self.settings
+        self.builder = IndexBuilder(settings, embedder=self.embedder)
+        self.builder.sources_folder()
         lock = self.builder.acquire_lock(wait=0)
         with self._guard:
             self._state = {"state": "running", "full": full, "started": _now()}

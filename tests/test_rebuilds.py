@@ -1,0 +1,74 @@
+"""Rebuilds that lose no change and build the right folder: the index remembers its sources
+folder, watch mode builds every change it saw, rebuild jobs are shared by every worker and run
+in their own process, a reused source keeps the text its offsets were computed on."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from qa.config import Settings
+from qa.indexing import IndexBuilder, load_index
+from tests.conftest import QA, SEEDS
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture()
+def docs(tmp_path):
+    """Another sources folder than the seeds: three of them and one of its own."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for path in sorted(SEEDS.glob("*.txt"))[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "orinoco.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    return folder
+
+
+def _wait_job(client, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while (state := client.get("/api/index", headers=AUTH).get_json())["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return state
+
+
+def test_the_index_remembers_its_sources_folder(docs, tmp_path, embedder, monkeypatch):
+    from qa.app import create_app
+    from qa.service import QAService
+
+    monkeypatch.delenv("QA_SOURCES", raising=False)
+    index_dir = tmp_path / "index"
+    done = subprocess.run([QA, "index", "--sources", str(docs), "--index", str(index_dir)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (docs / "caracas.txt").write_text("A new metro line opened in Caracas in 2030.", encoding="utf-8")
+
+    def app(**config):
+        config = {"index_dir": index_dir, "admin_token": TOKEN, **config}
+        return create_app(config, service=QAService(Settings.from_env(config), embedder=embedder)).test_client()
+
+    # `qa serve` with no --sources: a rebuild reads the folder the index was built from, not seeds/.
+    client = app()
+    assert client.post("/api/index", headers=AUTH).status_code == 202
+    state = _wait_job(client)
+    assert state["state"] == "succeeded" and state["added"] == ["caracas"] and not state["removed"], state
+
+    # `qa serve --sources seeds/`: refused, naming both folders, unless the request names the folder.
+    client = app(sources_dir=SEEDS, sources_origin="qa serve --sources")
+    refused = client.post("/api/index", headers=AUTH)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "sources_mismatch"
+    assert str(docs) in refused.get_json()["error"]["message"] and str(SEEDS) in refused.get_json()["error"]["message"]
+    assert client.post("/api/index", headers=AUTH, json={"sources": "/etc"}).status_code == 400
+    assert client.post("/api/index", headers=AUTH, json={"sources": str(SEEDS)}).status_code == 202
+    state = _wait_job(client)
+    assert state["state"] == "succeeded" and len(state["added"]) == 2 and "orinoco" in state["removed"], state
+
+    # qa index: QA_SOURCES naming another folder is refused; --sources switches.
+    env = {**os.environ, "QA_SOURCES": str(docs)}
+    refused = subprocess.run([QA, "index", "--index", str(index_dir)], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and str(docs) in refused.stderr and str(SEEDS) in refused.stderr, refused.stderr
+    switched = subprocess.run([QA, "index", "--index", str(index_dir), "--sources", str(docs)], capture_output=True, text=True, timeout=300)
+    assert switched.returncode == 0 and "removed 2" in switched.stdout, switched.stdout + switched.stderr
+    assert load_index(Settings.from_env({"index_dir": index_dir})).manifest["sources_dir"] == str(docs)
