@@ -336,10 +336,13 @@ class IndexBuilder:
         # What changed is told against the version being replaced, even when a full build reuses nothing.
         before = {sid: d.source.sha256 for sid, d in previous.items()} or self._served_hashes()
         added = [s.id for s in sources if s.id not in before]
-        updated = [s.id for s in sources if s.id in before and before[s.id] != s.sha256]
+        # A source is reused only with the very text its offsets were computed on: the same bytes
+        # cleaned to another text (the cleaner changed) are chunked and embedded again, as updated.
+        reused = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 == s.sha256
+                  and previous[s.id].source.text == s.text]
+        updated = [s.id for s in sources if s.id in before and (before[s.id] != s.sha256 or s.id in previous and s.id not in reused)]
         removed = sorted(set(before) - {s.id for s in sources})
         kept = [s.id for s in sources if s.id in before and s.id not in updated]
-        reused = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 == s.sha256]
         if base_version and not (added or updated or removed) and all(previous[s.id].source.meta == s.meta for s in sources):
             return BuildReport(  # nothing changed: keep serving the current version
                 version=base_version, sources=len(sources), chunks=sum(len(previous[s.id].chunks) for s in sources),

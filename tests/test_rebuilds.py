@@ -72,3 +72,27 @@ def test_the_index_remembers_its_sources_folder(docs, tmp_path, embedder, monkey
     switched = subprocess.run([QA, "index", "--index", str(index_dir), "--sources", str(docs)], capture_output=True, text=True, timeout=300)
     assert switched.returncode == 0 and "removed 2" in switched.stdout, switched.stdout + switched.stderr
     assert load_index(Settings.from_env({"index_dir": index_dir})).manifest["sources_dir"] == str(docs)
+
+
+def test_a_reused_source_keeps_the_text_its_offsets_point_into(sources_copy, tmp_path, embedder, monkeypatch):
+    import numpy as np
+
+    from qa.chunking import SentenceChunker
+    from qa.cleaning import TextCleaner
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    real_clean = TextCleaner.run
+    note = "Editor's note: this article was corrected after publication.\n\n"
+    monkeypatch.setattr(TextCleaner, "run", lambda self, raw: note + real_clean(self, raw))  # same bytes, new text
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert not report.up_to_date and report.embedded_chunks == report.chunks
+    index = load_index(settings)
+    chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
+    for source in index.sources.values():
+        assert source.text.startswith(note)
+        expected = [(c.start, c.end) for c in chunker.run(source)]
+        assert [(c.start, c.end) for c in index.chunks if c.source_id == source.id] == expected
+    served = embedder.encode([c.text for c in index.chunks])  # what a passage shows is what was embedded
+    assert np.min(np.sum(served * index.chunk_vectors, axis=1)) > 0.999
+    index.close()
