@@ -57,11 +57,17 @@ def index(sources_dir, index_dir, full, watch, wait):
         click.echo(report.summary())
 
     try:
-        build(full)
-        if watch:
-            from qa.watching import watch_sources
+        if not watch:
+            return build(full)
+        from qa.watching import watch_sources
 
-            watch_sources(builder.settings.sources_dir, lambda: build(False), echo=lambda m: click.echo(m, err=True))
+        pending_full = [full]  # --full applies to the first build that succeeds; the ones after it are incremental
+
+        def next_build() -> None:
+            build(pending_full[0])
+            pending_full[0] = False
+
+        watch_sources(builder.sources_folder(), next_build, echo=lambda m: click.echo(m, err=True))
     except (BuildBusy, SourceError, ModelError, SourcesMismatch) as err:
         _fail(str(err))
 

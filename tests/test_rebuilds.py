@@ -96,3 +96,47 @@ def test_a_reused_source_keeps_the_text_its_offsets_point_into(sources_copy, tmp
     served = embedder.encode([c.text for c in index.chunks])  # what a passage shows is what was embedded
     assert np.min(np.sum(served * index.chunk_vectors, axis=1)) > 0.999
     index.close()
+
+
+def _built_hash(index_dir: Path, source_id: str) -> str | None:
+    from qa.versions import current_manifest
+
+    return current_manifest(index_dir).get("sources", {}).get(source_id, {}).get("sha256")
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_watch_mode_builds_every_change_it_saw(sources_copy, tmp_path, embedder):
+    """Edits made during the first build, and an edit whose build met a busy lock, are built."""
+    import hashlib
+
+    from tests.test_lifecycle import EDITED, _edit
+
+    index_dir = tmp_path / "index"
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": index_dir})
+    watcher = subprocess.Popen([QA, "index", "--watch", "--sources", str(sources_copy), "--index", str(index_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sha = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
+    try:
+        assert _wait_until(lambda: any((index_dir / "versions").glob("*")), 120)  # the first build is writing
+        _edit(sources_copy)  # after the first build read the sources
+        edited = sources_copy / f"{EDITED}.txt"
+        assert _wait_until(lambda: _built_hash(index_dir, EDITED) == sha(edited), 120), "the edit made during the first build was lost"
+
+        lock = IndexBuilder(settings, embedder=embedder).acquire_lock()  # another build holds the lock
+        try:
+            (sources_copy / "caracas.txt").write_text("A new metro line opened in Caracas in 2030.", encoding="utf-8")
+            time.sleep(4)  # the watcher settles, meets the busy lock
+        finally:
+            lock.release()
+        assert _wait_until(lambda: _built_hash(index_dir, "caracas") is not None, 120), "the change that met a busy lock was lost"
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=30)
