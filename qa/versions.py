@@ -259,11 +259,9 @@ def pin(index_dir: Path) -> str | None:
     return version
 
 
-def _alive(lease: dict, mtime: float) -> bool:
-    if lease.get("host") != _HOST:
-        return time.time() - mtime < LEASE_TTL
-    pid = lease.get("pid")
-    if not isinstance(pid, int):
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this pid runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -271,7 +269,14 @@ def _alive(lease: dict, mtime: float) -> bool:
         return False
     except PermissionError:
         pass
-    return lease.get("start") is None or _process_start(pid) in (None, lease["start"])
+    return True
+
+
+def _alive(lease: dict, mtime: float) -> bool:
+    if lease.get("host") != _HOST:
+        return time.time() - mtime < LEASE_TTL
+    pid = lease.get("pid")
+    return pid_alive(pid) and (lease.get("start") is None or _process_start(pid) in (None, lease["start"]))
 
 
 def held_versions(index_dir: Path) -> set[str]:

@@ -140,3 +140,46 @@ def test_watch_mode_builds_every_change_it_saw(sources_copy, tmp_path, embedder)
     finally:
         watcher.terminate()
         watcher.wait(timeout=30)
+
+
+def test_rebuild_jobs_are_shared_by_every_worker_and_run_in_their_own_process(sources_copy, tmp_path):
+    import signal
+
+    import requests
+
+    from tests.conftest import Server
+    from tests.test_lifecycle import _edit
+
+    index_dir = tmp_path / "index"
+    subprocess.run([QA, "index", "--sources", str(sources_copy), "--index", str(index_dir)], check=True, capture_output=True, timeout=300)
+    with Server(index_dir, workers=2, threads=2, env={"QA_ADMIN_TOKEN": TOKEN}) as server:
+        workers = set(map(int, Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()))
+        get = lambda: requests.get(server.base + "/api/index", headers=AUTH, timeout=10).json()  # noqa: E731
+        _edit(sources_copy)
+        started = requests.post(server.base + "/api/index", headers=AUTH, timeout=30)
+        assert started.status_code == 202, started.text
+        job = started.json()
+        seen = [get() for _ in range(10)]  # spread over both workers
+        assert all(s["id"] == job["id"] for s in seen), seen
+        running = [s for s in seen if s["state"] == "running" and s.get("pid")]
+        if running:
+            pid = running[0]["pid"]
+            assert pid not in workers and pid != server.process.pid
+            assert b"qa.rebuild" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert requests.post(server.base + "/api/index", headers=AUTH, timeout=30).status_code in (202, 409)
+        assert _wait_until(lambda: get()["state"] != "running", 180)
+        finished = [get() for _ in range(10)]
+        assert {(s["id"], s["state"], s.get("version")) for s in finished} == {(job["id"], "succeeded", finished[0]["version"])}, finished
+        assert finished[0]["updated"] == ["003_897a613f67fec3ac"]
+
+        # A build process killed mid-way: every worker reports it failed; the next one runs.
+        (sources_copy / "caracas.txt").write_text("A new metro line opened in Caracas in 2030.", encoding="utf-8")
+        killed = requests.post(server.base + "/api/index", headers=AUTH, timeout=30).json()
+        assert _wait_until(lambda: get().get("pid"), 30)
+        os.kill(get()["pid"], signal.SIGKILL)
+        assert _wait_until(lambda: get()["state"] == "failed", 30)
+        assert {(s["id"], s["state"]) for s in (get() for _ in range(6))} == {(killed["id"], "failed")}
+        assert "ended without" in get()["error"]
+        assert requests.post(server.base + "/api/index", headers=AUTH, timeout=30).status_code == 202
+        assert _wait_until(lambda: get()["state"] != "running", 180) and get()["state"] == "succeeded"
+        assert _wait_until(lambda: requests.get(server.base + "/api/health", timeout=10).json()["index_version"] == get()["version"], 30)
