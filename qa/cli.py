@@ -40,7 +40,7 @@ def main():
 def index(sources_dir, index_dir, full, watch, wait):
     """Build or update the index from the sources folder."""
     from qa.embedding import ModelError
-    from qa.indexing import BuildBusy, IndexBuilder, SourcesMismatch
+    from qa.indexing import BuildBusy, BuildFailed, IndexBuilder, SourcesMismatch
     from qa.sources import SourceError
 
     settings = _settings(sources_dir=sources_dir, index_dir=index_dir)
@@ -68,7 +68,7 @@ def index(sources_dir, index_dir, full, watch, wait):
             pending_full[0] = False
 
         watch_sources(builder.sources_folder(), next_build, echo=lambda m: click.echo(m, err=True))
-    except (BuildBusy, SourceError, ModelError, SourcesMismatch) as err:
+    except (BuildBusy, BuildFailed, SourceError, ModelError, SourcesMismatch) as err:
         _fail(str(err))
 
 

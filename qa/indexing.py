@@ -14,6 +14,7 @@ Usage:
 """
 from __future__ import annotations
 
+import errno
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -26,9 +27,9 @@ from filelock import FileLock, Timeout
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
 from qa.data import Chunk, Problem, Source, SourceMeta
-from qa.embedding import Embedder, model_fingerprint
+from qa.embedding import Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex
-from qa.sources import SourceReader
+from qa.sources import SourceError, SourceReader
 from qa.store import VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
@@ -40,6 +41,10 @@ FORMAT = 1  # bump when cleaning, chunking or the layout changes meaning, so old
 
 class BuildBusy(Exception):
     """Another build holds the lock."""
+
+
+class BuildFailed(Exception):
+    """A build stopped part-way (disk full, store error); the served version is unchanged. The message says why."""
 
 
 class SourcesMismatch(Exception):
@@ -252,12 +257,21 @@ class IndexBuilder:
             try:
                 self.settings = replace(self.settings, sources_dir=self.sources_folder())
                 report = self._build(full)
-            except BaseException:
-                versions.clean_up(self.settings, keep=set())
+            except BaseException as err:
+                versions.clean_up(self.settings, keep=set())  # the partial version: frees what it took
+                if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
+                    raise BuildFailed(self._failure(err)) from err
                 raise
             return replace(report, warnings=report.warnings + versions.clean_up(self.settings, keep={report.version}))
         finally:
             lock.release()
+
+    def _failure(self, err: Exception) -> str:
+        served = current_version(self.settings.index_dir)
+        text = f"{type(err).__name__}: {err}"
+        full_disk = getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG) or any(w in str(err).lower() for w in ("full", "disk i/o"))
+        hint = f"; free space where {self.settings.index_dir} lives and build again" if full_disk else ""
+        return f"the build failed ({text}){hint}; the served version {served or '(none)'} is unchanged"
 
     def _previous(self, full: bool) -> tuple[str | None, dict[str, _SourceData], str | None]:
         """The version to build on and its per-source data, or why a full build is needed."""

@@ -148,16 +148,17 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
     keep = keep | held_versions(index_dir) | {current_version(index_dir)} - {None}
     trash = index_dir / TRASH
     versions = index_dir / VERSIONS
-    warnings = []
+    doomed = []
     for path in sorted(versions.iterdir()) if versions.is_dir() else []:
         if path.name not in keep:
             try:
                 trash.mkdir(exist_ok=True)
                 path.rename(trash / path.name)  # readers now see it gone; the manifest went with it
-            except OSError as err:
-                warnings.append(f"could not move index version {path.name} out of {versions} ({err}); "
-                                "the next build will try again")
-    for path in sorted(trash.iterdir()) if trash.is_dir() else []:
+            except OSError:  # a full disk can refuse even a directory: delete in place, manifest first
+                (path / MANIFEST).unlink(missing_ok=True)
+                doomed.append(path)
+    warnings = []
+    for path in doomed + (sorted(trash.iterdir()) if trash.is_dir() else []):
         try:
             VectorStore.drop(settings, path, path.name)
             shutil.rmtree(path)

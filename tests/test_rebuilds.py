@@ -12,6 +12,7 @@ import pytest
 from qa.config import Settings
 from qa.indexing import IndexBuilder, load_index
 from tests.conftest import QA, SEEDS
+from tests.test_versions import build_here
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,8 +42,7 @@ def test_the_index_remembers_its_sources_folder(docs, tmp_path, embedder, monkey
 
     monkeypatch.delenv("QA_SOURCES", raising=False)
     index_dir = tmp_path / "index"
-    done = subprocess.run([QA, "index", "--sources", str(docs), "--index", str(index_dir)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    build_here(docs, index_dir, embedder)  # as `qa index --sources docs`
     (docs / "caracas.txt").write_text("A new metro line opened in Caracas in 2030.", encoding="utf-8")
 
     def app(**config):
@@ -69,8 +69,8 @@ def test_the_index_remembers_its_sources_folder(docs, tmp_path, embedder, monkey
     env = {**os.environ, "QA_SOURCES": str(docs)}
     refused = subprocess.run([QA, "index", "--index", str(index_dir)], env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and str(docs) in refused.stderr and str(SEEDS) in refused.stderr, refused.stderr
-    switched = subprocess.run([QA, "index", "--index", str(index_dir), "--sources", str(docs)], capture_output=True, text=True, timeout=300)
-    assert switched.returncode == 0 and "removed 2" in switched.stdout, switched.stdout + switched.stderr
+    switched = build_here(docs, index_dir, embedder)  # as `qa index --sources docs`
+    assert len(switched.removed) == 2 and len(switched.added) == 2
     assert load_index(Settings.from_env({"index_dir": index_dir})).manifest["sources_dir"] == str(docs)
 
 
@@ -142,7 +142,7 @@ def test_watch_mode_builds_every_change_it_saw(sources_copy, tmp_path, embedder)
         watcher.wait(timeout=30)
 
 
-def test_rebuild_jobs_are_shared_by_every_worker_and_run_in_their_own_process(sources_copy, tmp_path):
+def test_rebuild_jobs_are_shared_by_every_worker_and_run_in_their_own_process(sources_copy, tmp_path, embedder):
     import signal
 
     import requests
@@ -151,7 +151,7 @@ def test_rebuild_jobs_are_shared_by_every_worker_and_run_in_their_own_process(so
     from tests.test_lifecycle import _edit
 
     index_dir = tmp_path / "index"
-    subprocess.run([QA, "index", "--sources", str(sources_copy), "--index", str(index_dir)], check=True, capture_output=True, timeout=300)
+    build_here(sources_copy, index_dir, embedder)
     with Server(index_dir, workers=2, threads=2, env={"QA_ADMIN_TOKEN": TOKEN}) as server:
         workers = set(map(int, Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()))
         get = lambda: requests.get(server.base + "/api/index", headers=AUTH, timeout=10).json()  # noqa: E731

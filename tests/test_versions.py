@@ -24,23 +24,37 @@ def build(sources: Path, index_dir: Path, env: dict | None = None, *extra: str) 
     return done
 
 
+def build_here(sources: Path, index_dir: Path, embedder, env: dict | None = None):
+    """The same build in this process, with the session's model (no model load per build)."""
+    from qa.indexing import IndexBuilder
+
+    overrides = {"sources_dir": sources, "index_dir": index_dir, "chroma_url": (env or {}).get("QA_CHROMA_URL")}
+    return IndexBuilder(_settings_from(overrides), embedder=embedder).run()
+
+
+def _settings_from(overrides: dict):
+    from qa.config import Settings
+
+    return Settings.from_env(overrides)
+
+
 def ask_many(base: str, count: int, clients: int = 8) -> list[requests.Response]:
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(lambda _: requests.post(base + "/api/ask", json=QUESTION, timeout=60), range(count)))
 
 
 @pytest.mark.parametrize("store", ["embedded", "chroma-server"])
-def test_idle_workers_after_two_builds_answer_only_from_the_newest_version(store, request, sources_copy, tmp_path):
+def test_idle_workers_after_two_builds_answer_only_from_the_newest_version(store, request, sources_copy, tmp_path, embedder):
     env = {"QA_CHROMA_URL": request.getfixturevalue("chroma_server").url} if store == "chroma-server" else {}
     index_dir = tmp_path / "index"
-    build(sources_copy, index_dir, env)
+    build_here(sources_copy, index_dir, embedder, env)
     with Server(index_dir, workers=2, threads=4, env=env) as server:
         assert all(r.status_code == 200 for r in ask_many(server.base, 8))
         # Both workers hold the first version; two builds follow while they take no request.
         _edit(sources_copy)
-        build(sources_copy, index_dir, env)
+        build_here(sources_copy, index_dir, embedder, env)
         (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
-        build(sources_copy, index_dir, env)
+        build_here(sources_copy, index_dir, embedder, env)
         newest = current_version(index_dir)
         responses = ask_many(server.base, 200)
     codes = [r.status_code for r in responses]
@@ -49,9 +63,7 @@ def test_idle_workers_after_two_builds_answer_only_from_the_newest_version(store
 
 
 def _settings(sources: Path, index_dir: Path):
-    from qa.config import Settings
-
-    return Settings.from_env({"sources_dir": sources, "index_dir": index_dir})
+    return _settings_from({"sources_dir": sources, "index_dir": index_dir})
 
 
 def test_a_version_held_by_a_request_stays_open_and_on_disk_until_it_ends(sources_copy, tmp_path, embedder):
