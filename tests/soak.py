@@ -103,8 +103,12 @@ class Soak:
         return report
 
     def _client(self) -> None:
-        session = requests.Session()
+        session, used = requests.Session(), 0
         while not self.stop.is_set():
+            used += 1
+            if used % 20 == 0:  # a new connection now and then, so the kernel spreads clients over the workers
+                session.close()
+                session = requests.Session()
             began = time.time()
             invalid = self.rng.random() < 0.2
             body, expected = self.rng.choice(INVALID) if invalid else ({"question": self.rng.choice(QUESTIONS), "k": 5}, 200)
