@@ -133,6 +133,8 @@ class QAService:
         status = {"status": "ok", "sources": len(index.sources), "chunks": len(index.chunks), "index_version": index.version}
         if self._error:  # a newer version failed to load; the older one still serves
             status["warning"] = self._error
+        elif self.settings.index_dir.resolve() in versions.lease_errors:
+            status["warning"] = versions.lease_errors[self.settings.index_dir.resolve()]
         return status
 
     def answer(self, question: str, k: int) -> tuple[Answer, list[Citation]]:

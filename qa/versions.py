@@ -171,6 +171,7 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
 # Leases: which versions this process holds, per index folder, written to leases/ on every change.
 
 _held: dict[Path, dict[str, int]] = {}
+lease_errors: dict[Path, str] = {}  # index folder -> why this process's lease could not be written (retried by the heartbeat)
 _held_lock = threading.Lock()
 _heartbeat: threading.Thread | None = None
 _HOST = socket.gethostname()
@@ -207,8 +208,9 @@ def _beat() -> None:
                     if versions:
                         if _lease_path(index_dir).exists():
                             os.utime(_lease_path(index_dir))
-                        else:  # removed by someone who thought this process dead: write it again
+                        else:  # removed by someone who thought this process dead, or never written: write it
                             _write_lease(index_dir, versions)
+                            lease_errors.pop(index_dir, None)
                 except OSError:
                     pass  # the index folder may be gone (tests) or the disk full; try again next beat
 
@@ -221,7 +223,12 @@ def hold(index_dir: Path, version: str) -> None:
         versions = _held.setdefault(key, {})
         versions[version] = versions.get(version, 0) + 1
         if versions[version] == 1:
-            _write_lease(key, versions)
+            try:
+                _write_lease(key, versions)
+            except OSError as err:  # a read-only or full disk: serve unprotected rather than not at all
+                lease_errors[key] = f"cannot write a lease in {key / LEASES} ({err}); versions this process serves may be deleted under it"
+            else:
+                lease_errors.pop(key, None)
         if _heartbeat is None or not _heartbeat.is_alive():
             _heartbeat = threading.Thread(target=_beat, name="qa-lease-heartbeat", daemon=True)
             _heartbeat.start()

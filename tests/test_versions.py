@@ -114,3 +114,16 @@ def test_a_failed_load_is_retried_for_the_version_that_failed_not_the_next_one(s
     monkeypatch.setattr(qa.service, "load_index", load_while_a_build_switches)
     assert service.index().version == first.version  # "broken" failed: the version in memory answers
     assert service.index().version == good  # the good one is loaded at once, not 10 s later
+
+
+def test_a_lease_that_cannot_be_written_still_serves_with_a_warning(seed_index, tmp_path, embedder):
+    import shutil
+
+    from qa.service import QAService
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
+    (index_dir / "leases").write_text("not a folder")  # as a read-only or full disk would refuse the lease
+    service = QAService(_settings_from({"index_dir": index_dir}), embedder=embedder)
+    assert service.ask("When did Maduro enact the treaty law?", 1)["results"]
+    assert "cannot write a lease" in service.health()["warning"]
