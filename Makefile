@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup index run test eval fit bench loadtest clean
+.PHONY: setup index run test eval fit bench loadtest soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: setup
 
 loadtest: setup
 	QA_LOADTEST_FULL=1 $(BIN)/python -m pytest -q -s tests/test_load.py
+
+# Mixed asks, rebuilds and source edits against 4 workers (not part of `make test`); SOAK_SECONDS=120 for a short run.
+SOAK_SECONDS ?= 1200
+soak: setup
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) index/CURRENT index/versions index/.build.lock

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from qa.embedding import ModelError
-from qa.indexing import BuildBusy
+from qa.indexing import BuildBusy, IndexBuilder, SourcesMismatch
 from qa.openapi import openapi_document
 from qa.service import QAService, ServiceUnavailable
 
@@ -69,9 +70,10 @@ def ask_get():
         raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     k = request.args.get("k")
     if k is not None:
-        if not k.strip().isdigit():
+        if not (k.isascii() and k.isdigit()):  # str.isdigit alone accepts '²' and other digits int() refuses
             raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {k[:20]!r}")
-        k = int(k)
+        digits = k.lstrip("0")
+        k = int(digits or "0") if len(digits) <= 3 else MAX_K + 1  # a 5,000-digit k is out of range, not parsed
     return _ask(request.args.get("q"), k)
 
 
@@ -103,6 +105,16 @@ def _after_change(change: dict):
     return jsonify({**change, "rebuild": state}), 202
 
 
+def _sources_settings():
+    """Settings whose sources folder is the one the next build reads (the index's own), so an
+    uploaded or deleted file is in the folder that gets rebuilt."""
+    settings = current_app.extensions["qa_settings"]
+    try:
+        return replace(settings, sources_dir=IndexBuilder(settings, embedder=_service().embedder).sources_folder())
+    except SourcesMismatch as err:
+        raise ApiError(409, "sources_mismatch", str(err)) from None
+
+
 def _indexed_sources() -> dict:
     try:
         return _service().index().sources
@@ -115,7 +127,7 @@ def add_source():
     from qa.uploads import store_upload
 
     _require_admin()
-    settings = current_app.extensions["qa_settings"]
+    settings = _sources_settings()
     request.max_content_length = settings.max_source_bytes + UPLOAD_OVERHEAD
     if (request.content_length or 0) > request.max_content_length:
         raise ApiError(413, "file_too_large", f"the upload is over the {settings.max_source_bytes:,}-byte limit for one file")
@@ -134,7 +146,7 @@ def delete_source(source_id: str):
     found = _indexed_sources().get(source_id)
     if found is None:
         raise ApiError(404, "unknown_source", f"no source with id {source_id!r}; GET /api/sources lists them")
-    return _after_change({"id": source_id, "file": remove_source(current_app.extensions["qa_settings"], found)})
+    return _after_change({"id": source_id, "file": remove_source(_sources_settings(), found)})
 
 
 @api.get("/sources/<path:source_id>")
@@ -166,10 +178,16 @@ def _require_admin() -> None:
 def start_rebuild():
     _require_admin()
     body = request.get_json(force=True, silent=True) if request.get_data() else {}
-    if not isinstance(body, dict) or set(body) - {"full"} or not isinstance(body.get("full", False), bool):
-        raise ApiError(400, "invalid_json", 'the body must be empty or {"full": true|false}')
+    if (not isinstance(body, dict) or set(body) - {"full", "sources"} or not isinstance(body.get("full", False), bool)
+            or not isinstance(body.get("sources", ""), str)):
+        raise ApiError(400, "invalid_json", 'the body must be empty or {"full": true|false, "sources": "<folder>"}')
+    runner = current_app.extensions["qa_rebuild"]
     try:
-        state = current_app.extensions["qa_rebuild"].start(full=body.get("full", False))
+        state = runner.start(full=body.get("full", False), sources=runner.allowed_sources(body.get("sources")))
+    except ValueError as err:
+        raise ApiError(400, "sources_not_allowed", str(err)) from None
+    except SourcesMismatch as err:
+        raise ApiError(409, "sources_mismatch", str(err)) from None
     except BuildBusy as err:
         raise ApiError(409, "build_running", str(err)) from None
     return jsonify(state), 202

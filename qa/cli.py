@@ -7,14 +7,18 @@ import textwrap
 
 import click
 
-from qa.config import Settings
+from qa.config import Settings, SettingsError
 
 INDEX_OPTION = click.option("--index", "index_dir", type=click.Path(file_okay=False), help="index folder (env QA_INDEX, default index/)")
-SOURCES_OPTION = click.option("--sources", "sources_dir", type=click.Path(file_okay=False), help="sources folder (env QA_SOURCES, default seeds/)")
+SOURCES_OPTION = click.option("--sources", "sources_dir", type=click.Path(file_okay=False),
+                              help="sources folder (env QA_SOURCES; default: the one the index was built from, else seeds/)")
 
 
 def _settings(**overrides) -> Settings:
-    return Settings.from_env(overrides)
+    try:
+        return Settings.from_env(overrides)
+    except SettingsError as err:
+        _fail(str(err), 2)
 
 
 def _fail(message: str, code: int = 1):
@@ -36,7 +40,7 @@ def main():
 def index(sources_dir, index_dir, full, watch, wait):
     """Build or update the index from the sources folder."""
     from qa.embedding import ModelError
-    from qa.indexing import BuildBusy, IndexBuilder
+    from qa.indexing import BuildBusy, BuildFailed, IndexBuilder, SourcesMismatch
     from qa.sources import SourceError
 
     settings = _settings(sources_dir=sources_dir, index_dir=index_dir)
@@ -46,17 +50,25 @@ def index(sources_dir, index_dir, full, watch, wait):
         report = builder.run(full=full_build, wait=wait)
         for problem in report.problems:
             click.secho(f"warning: {problem.file_name}: {problem.reason}", fg="yellow", err=True)
+        for warning in report.warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
         if report.full_reason and not full_build:
             click.echo(f"full rebuild: {report.full_reason}", err=True)
         click.echo(report.summary())
 
     try:
-        build(full)
-        if watch:
-            from qa.watching import watch_sources
+        if not watch:
+            return build(full)
+        from qa.watching import watch_sources
 
-            watch_sources(settings.sources_dir, lambda: build(False), echo=lambda m: click.echo(m, err=True))
-    except (BuildBusy, SourceError, ModelError) as err:
+        pending_full = [full]  # --full applies to the first build that succeeds; the ones after it are incremental
+
+        def next_build() -> None:
+            build(pending_full[0])
+            pending_full[0] = False
+
+        watch_sources(builder.sources_folder(), next_build, echo=lambda m: click.echo(m, err=True))
+    except (BuildBusy, BuildFailed, SourceError, ModelError, SourcesMismatch) as err:
         _fail(str(err))
 
 
@@ -114,11 +126,13 @@ def sources(index_dir):
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="worker processes")
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True, help="threads per worker")
 @INDEX_OPTION
-def serve(host, port, workers, threads, index_dir):
+@SOURCES_OPTION
+def serve(host, port, workers, threads, index_dir, sources_dir):
     """Serve the web page and the API with gunicorn (a production WSGI server)."""
     from qa.serving import serve as run
 
-    settings = _settings(index_dir=index_dir, port=port)
+    settings = _settings(index_dir=index_dir, port=port, sources_dir=sources_dir,
+                         sources_origin="qa serve --sources" if sources_dir else None)
     run(settings, host=host, port=settings.port, workers=workers, threads=threads)
 
 

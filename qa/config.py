@@ -5,6 +5,21 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlparse
+
+MIN_CHUNK_TOKENS = 16  # below this a sentence cannot fit, and 0 never advanced
+MAX_CHUNK_TOKENS = 8192
+MAX_OVERLAP_SENTENCES = 16
+
+
+class SettingsError(ValueError):
+    """A setting is out of range or malformed; the message names it (and its variable) and what it accepts."""
+
+
+# The environment variable behind each setting, for messages.
+VARIABLES = {"sources_dir": "QA_SOURCES", "index_dir": "QA_INDEX", "model_path": "QA_MODEL_PATH",
+             "chroma_url": "QA_CHROMA_URL", "chroma_token": "QA_CHROMA_TOKEN", "admin_token": "QA_ADMIN_TOKEN",
+             "port": "QA_PORT", "chunk_tokens": "QA_CHUNK_TOKENS", "overlap_sentences": "QA_OVERLAP_SENTENCES"}
 
 
 def default_model_path() -> str:
@@ -26,6 +41,9 @@ class Settings:
     chroma_token: str | None = None
     admin_token: str | None = None  # set: POST /api/index is enabled
     port: int = 8000
+    # Who chose sources_dir: "default", "QA_SOURCES", "qa serve --sources", or explicitly "--sources"
+    # (qa index) or "request" (POST /api/index). Only an explicit choice may move an index to another folder.
+    sources_origin: str = "default"
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> "Settings":
@@ -43,14 +61,39 @@ class Settings:
             ("overlap_sentences", "QA_OVERLAP_SENTENCES", int),
         ):
             if env.get(var):
-                values[name] = cast(env[var])
+                try:
+                    values[name] = cast(env[var])
+                except ValueError:
+                    raise SettingsError(f"{var} must be a whole number, not {env[var][:40]!r}") from None
+        if "sources_dir" in values:
+            values["sources_origin"] = "QA_SOURCES"
         settings = replace(cls(), **values)
         known = {f.name for f in fields(cls)}
         extra = {k: v for k, v in (overrides or {}).items() if k in known and v is not None}
+        if "sources_dir" in extra:
+            extra.setdefault("sources_origin", "--sources")
         for key in ("sources_dir", "index_dir"):
             if key in extra:
                 extra[key] = Path(extra[key])
         settings = replace(settings, **extra)
         if not settings.model_path:
             settings = replace(settings, model_path=default_model_path())
+        settings.check()
         return settings
+
+    def check(self) -> None:
+        """Raise SettingsError for a value the program cannot work with (checked at start, not mid-build)."""
+        def bad(name: str, wants: str) -> SettingsError:
+            label = f"{VARIABLES[name]} ({name})" if name in VARIABLES else name
+            return SettingsError(f"{label} must be {wants}, not {getattr(self, name)!r}")
+
+        for name, low, high in (("chunk_tokens", MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS),
+                                ("overlap_sentences", 0, MAX_OVERLAP_SENTENCES),
+                                ("port", 1, 65535), ("max_source_bytes", 1, 1 << 40)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(name, f"a whole number from {low} to {high}")
+        if self.chroma_url:
+            url = urlparse(self.chroma_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise bad("chroma_url", "an http(s) URL such as http://127.0.0.1:8001")

@@ -1,10 +1,8 @@
-"""Build, version and load the index: chunks, sentence vectors, the vector store and BM25.
+"""Build and load the index: chunks, sentence vectors, the vector store and BM25.
 
-Layout of the index folder:
-    CURRENT                 name of the version being served (replaced atomically)
-    versions/<version>/     manifest.json (last written, checksummed), sources.json, chunks.jsonl,
-                            vectors.npz, bm25/, chroma/ (embedded store)
-    .build.lock             held by the one build that may run at a time
+A version folder holds manifest.json (last written, checksummed), sources.json, chunks.jsonl,
+vectors.npz, bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch,
+clean-up) is `qa.versions`.
 
 A build is incremental by content hash: unchanged sources reuse their chunks and vectors, so
 only new or changed sources are embedded. It writes a new version and switches `CURRENT` only
@@ -16,11 +14,8 @@ Usage:
 """
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
-import os
-import secrets
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -32,24 +27,31 @@ from filelock import FileLock, Timeout
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
 from qa.data import Chunk, Problem, Source, SourceMeta
-from qa.embedding import Embedder, model_fingerprint
+from qa.embedding import Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex
-from qa.sources import SourceReader
+from qa.sources import SourceError, SourceReader
 from qa.store import VectorStore
+from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
+    CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
+)
+from qa import versions
 
 FORMAT = 2  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
-CURRENT = "CURRENT"
-VERSIONS = "versions"
-LOCK = ".build.lock"
-FULL_REBUILD_HINT = "run `qa index --full` to rebuild it"
-
-
-class IndexUnavailable(Exception):
-    """The index is missing, damaged or incompatible; the message names the fix."""
 
 
 class BuildBusy(Exception):
     """Another build holds the lock."""
+
+
+class BuildFailed(Exception):
+    """A build stopped part-way (disk full, store error); the served version is unchanged. The message says why."""
+
+
+class SourcesMismatch(Exception):
+    """A build was asked for another sources folder than the index was built from, not explicitly."""
+
+
+EXPLICIT_SOURCES = ("--sources", "request")  # origins (see Settings.sources_origin) that may switch folders
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class BuildReport:
     seconds: float = 0.0
     full_reason: str | None = None  # why an incremental build became a full one
     up_to_date: bool = False  # nothing changed, no new version was written
+    warnings: list[str] = field(default_factory=list)  # e.g. an old version that could not be deleted yet
 
     def summary(self) -> str:
         if not self.sources:
@@ -95,50 +98,25 @@ class LoadedIndex:
     chunk_vectors: np.ndarray
     lexical: LexicalIndex
     store: VectorStore
+    index_dir: Path | None = None  # set: the version is held in this process's lease until close()
     position: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.position = {c.id: i for i, c in enumerate(self.chunks)}
+
+    def close(self) -> None:
+        """Release the store and the lease: the version may be deleted once no process holds it."""
+        self.store.close()
+        if self.index_dir is not None:
+            versions.release(self.index_dir, self.version)
+            self.index_dir = None
 
 
 def _chunking_settings(settings: Settings) -> dict:
     return {"encoding": ENCODING, "max_tokens": settings.chunk_tokens, "overlap_sentences": settings.overlap_sentences}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _manifest_checksum(manifest: dict) -> str:
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
 DATA_FILES = ("sources.json", "chunks.jsonl", "vectors.npz")
-
-
-def current_version(index_dir: Path) -> str | None:
-    try:
-        name = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return name or None
-
-
-def _read_manifest(version_dir: Path) -> dict:
-    try:
-        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexUnavailable(f"index version {version_dir.name} has no manifest; {FULL_REBUILD_HINT}") from None
-    except (OSError, ValueError) as err:
-        raise IndexUnavailable(f"the manifest of index version {version_dir.name} is unreadable ({err}); {FULL_REBUILD_HINT}") from err
-    if not isinstance(manifest, dict) or manifest.get("checksum") != _manifest_checksum(manifest):
-        raise IndexUnavailable(f"the manifest of index version {version_dir.name} fails its checksum; {FULL_REBUILD_HINT}")
-    return manifest
 
 
 def _check_compatible(manifest: dict, settings: Settings) -> None:
@@ -156,20 +134,25 @@ def _check_compatible(manifest: dict, settings: Settings) -> None:
         )
 
 
-def load_index(settings: Settings) -> LoadedIndex:
-    """Load and verify the version `CURRENT` names. Raises IndexUnavailable saying what is wrong and how to fix it."""
+def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
+    """Load and verify `version` (default: the one `CURRENT` names), held in this process's lease
+    until `close()` (or the process ends). Raises IndexUnavailable saying what is wrong and how to fix it."""
     index_dir = settings.index_dir
-    version = current_version(index_dir)
+    if version is None:
+        version = versions.pin(index_dir)
+    else:
+        versions.hold(index_dir, version)
     if version is None:
         raise IndexUnavailable(f"no index in {index_dir}: run `qa index` to build it")
-    version_dir = index_dir / VERSIONS / version
-    manifest = _read_manifest(version_dir)
-    _check_compatible(manifest, settings)
-    for name, expected in manifest["files"].items():
-        path = version_dir / name
-        if not path.is_file() or _file_sha256(path) != expected:
-            raise IndexUnavailable(f"index file {name} of version {version} is missing or damaged; {FULL_REBUILD_HINT}")
-    return _load_version(settings, version_dir, manifest)
+    try:
+        version_dir = versions.version_dir(index_dir, version)
+        manifest = read_manifest(version_dir)
+        _check_compatible(manifest, settings)
+        versions.verify_files(version_dir, manifest)
+        return _load_version(settings, version_dir, manifest)
+    except BaseException:
+        versions.release(index_dir, version)
+        raise
 
 
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
@@ -214,6 +197,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
+        index_dir=settings.index_dir,
     )
 
 
@@ -253,12 +237,45 @@ class IndexBuilder:
             raise BuildBusy(f"another build of {index_dir} is running; try again when it has finished") from None
         return lock
 
+    def sources_folder(self) -> Path:
+        """The folder to build from: the one asked for explicitly, else the one the index was built
+        from, else the configured one. Raises SourcesMismatch when a configured folder (QA_SOURCES,
+        `qa serve --sources`) differs from the index's: the fix is to say so explicitly."""
+        settings = self.settings
+        remembered = versions.current_manifest(settings.index_dir).get("sources_dir")
+        asked = settings.sources_dir
+        if remembered is None or settings.sources_origin in EXPLICIT_SOURCES:
+            return asked
+        if settings.sources_origin == "default" or Path(remembered) == asked.resolve():
+            return Path(remembered)
+        raise SourcesMismatch(
+            f"the index in {settings.index_dir} was built from {remembered}, but {settings.sources_origin} names "
+            f"{asked.resolve()}; to rebuild it from {asked.resolve()} say so explicitly: `qa index --sources "
+            f"{asked.resolve()}`, or POST /api/index with {{\"sources\": \"{asked.resolve()}\"}}"
+        )
+
     def run_locked(self, lock: FileLock, full: bool = False) -> BuildReport:
-        """Build with a lock already taken by `acquire_lock` (so a caller can refuse a second build at once)."""
+        """Build with a lock already taken by `acquire_lock` (so a caller can refuse a second build at once).
+        Then, built or failed, delete the versions no live process holds (a failed build's partial one too)."""
         try:
-            return self._build(full)
+            try:
+                self.settings = replace(self.settings, sources_dir=self.sources_folder())
+                report = self._build(full)
+            except BaseException as err:
+                versions.clean_up(self.settings, keep=set())  # the partial version: frees what it took
+                if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
+                    raise BuildFailed(self._failure(err)) from err
+                raise
+            return replace(report, warnings=report.warnings + versions.clean_up(self.settings, keep={report.version}))
         finally:
             lock.release()
+
+    def _failure(self, err: Exception) -> str:
+        served = current_version(self.settings.index_dir)
+        text = f"{type(err).__name__}: {err}"
+        full_disk = getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG) or any(w in str(err).lower() for w in ("full", "disk i/o"))
+        hint = f"; free space where {self.settings.index_dir} lives and build again" if full_disk else ""
+        return f"the build failed ({text}){hint}; the served version {served or '(none)'} is unchanged"
 
     def _previous(self, full: bool) -> tuple[str | None, dict[str, _SourceData], str | None]:
         """The version to build on and its per-source data, or why a full build is needed."""
@@ -286,16 +303,15 @@ class IndexBuilder:
                 chunk_rows=rows - lo,
                 chunk_vectors=index.chunk_vectors[positions],
             )
-        index.store.close()
+        index.close()
         return version, data, None
 
     def _served_hashes(self) -> dict[str, str]:
         """Source hashes of the version being served, from its manifest, if one can be read."""
-        version = current_version(self.settings.index_dir)
         try:
-            manifest = _read_manifest(self.settings.index_dir / VERSIONS / version) if version else {}
+            manifest = versions.current_manifest(self.settings.index_dir)
             return {sid: entry["sha256"] for sid, entry in manifest.get("sources", {}).items()}
-        except (IndexUnavailable, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError):
             return {}
 
     def _embed(self, sources: list[Source]) -> dict[str, _SourceData]:
@@ -338,10 +354,13 @@ class IndexBuilder:
         # What changed is told against the version being replaced, even when a full build reuses nothing.
         before = {sid: d.source.sha256 for sid, d in previous.items()} or self._served_hashes()
         added = [s.id for s in sources if s.id not in before]
-        updated = [s.id for s in sources if s.id in before and before[s.id] != s.sha256]
+        # A source is reused only with the very text its offsets were computed on: the same bytes
+        # cleaned to another text (the cleaner changed) are chunked and embedded again, as updated.
+        reused = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 == s.sha256
+                  and previous[s.id].source.text == s.text]
+        updated = [s.id for s in sources if s.id in before and (before[s.id] != s.sha256 or s.id in previous and s.id not in reused)]
         removed = sorted(set(before) - {s.id for s in sources})
         kept = [s.id for s in sources if s.id in before and s.id not in updated]
-        reused = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 == s.sha256]
         if base_version and not (added or updated or removed) and all(previous[s.id].source.meta == s.meta for s in sources):
             return BuildReport(  # nothing changed: keep serving the current version
                 version=base_version, sources=len(sources), chunks=sum(len(previous[s.id].chunks) for s in sources),
@@ -351,10 +370,7 @@ class IndexBuilder:
         fresh = self._embed([s for s in sources if s.id not in reused])
         per_source = {s.id: fresh.get(s.id) or replace(previous[s.id], source=s) for s in sources}
 
-        version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-        versions_dir = settings.index_dir / VERSIONS
-        version_dir = versions_dir / version
-        version_dir.mkdir(parents=True)
+        version, version_dir = versions.new_version(settings.index_dir)
 
         chunks: list[Chunk] = []
         spans, vectors, rows, chunk_vectors_parts = [], [], [], []
@@ -372,7 +388,7 @@ class IndexBuilder:
         chunk_rows = np.vstack(rows) if rows else np.zeros((0, 2), np.int64)
         chunk_vectors = np.vstack(chunk_vectors_parts) if chunk_vectors_parts else np.zeros((0, dim), np.float32)
 
-        base_dir = versions_dir / base_version if base_version else None
+        base_dir = versions.version_dir(settings.index_dir, base_version) if base_version else None
         store, copied = VectorStore.create(settings, version_dir, version, base_dir)
         positions = {c.id: i for i, c in enumerate(chunks)}
         new_chunks = [c for c in chunks if c.source_id in fresh] if copied else chunks
@@ -410,13 +426,9 @@ class IndexBuilder:
             "chunk_count": len(chunks),
             # Why there is nothing to serve, for the server's 503 (None when there are sources).
             "empty": None if sources else empty_reason(settings.sources_dir, problems),
-            "files": {name: _file_sha256(version_dir / name) for name in DATA_FILES},
+            "sources_dir": str(settings.sources_dir.resolve()),
         }
-        manifest["checksum"] = _manifest_checksum(manifest)
-        _write_atomic(version_dir / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
-        replaced = current_version(settings.index_dir)
-        _write_atomic(settings.index_dir / CURRENT, version + "\n")  # the switch
-        self._clean_up(keep={version, replaced} - {None})
+        versions.publish(settings.index_dir, version_dir, manifest, DATA_FILES)
         return BuildReport(
             version=version,
             sources=len(sources),
@@ -432,25 +444,8 @@ class IndexBuilder:
             full_reason=full_reason,
         )
 
-    def _clean_up(self, keep: set[str]) -> None:
-        """Drop versions other than the new one and the one it replaced (a server may still be reading it)."""
-        versions_dir = self.settings.index_dir / VERSIONS
-        for path in versions_dir.iterdir():
-            if path.name not in keep:
-                VectorStore.drop(self.settings, path, path.name)
-                shutil.rmtree(path, ignore_errors=True)
-
 
 def empty_reason(folder: Path, problems: list[Problem]) -> str:
     skipped = sum(p.skipped for p in problems)
     found = f"{skipped} file(s) could not be read, see `qa index`" if skipped else "it holds no document"
     return f"the index is empty: no readable document in {folder} ({found}); add documents and run `qa index`"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -101,7 +101,9 @@ def openapi_document() -> dict:
                     "summary": "Start a rebuild of the index (admin; enabled by QA_ADMIN_TOKEN)",
                     "security": [{"bearer": []}],
                     "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                        "type": "object", "additionalProperties": False, "properties": {"full": {"type": "boolean"}}}}}},
+                        "type": "object", "additionalProperties": False, "properties": {
+                        "full": {"type": "boolean"},
+                        "sources": {"type": "string", "description": "confirms a switch to this folder (the server's or the index's)"}}}}}},
                     "responses": {"202": _ok("RebuildState", "Started"), "400": ERROR, "401": ERROR, "403": ERROR, "409": ERROR},
                 },
                 "get": {
@@ -116,7 +118,9 @@ def openapi_document() -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "RebuildState": {"type": "object", "required": ["state"], "properties": {
-                    "state": {"type": "string", "enum": ["idle", "running", "succeeded", "failed"]}}},
+                    "state": {"type": "string", "enum": ["idle", "running", "succeeded", "failed"]},
+                    "id": {"type": "string"}, "pid": {"type": "integer"}, "version": {"type": "string"},
+                    "error": {"type": "string"}, "warnings": {"type": "array", "items": {"type": "string"}}}},
                 "SourceChange": {"type": "object", "required": ["id", "file", "rebuild"], "properties": {
                     "id": {"type": "string"}, "file": {"type": "string"},
                     "rebuild": {"type": "object", "required": ["state"], "properties": {"state": {"type": "string"}}}}},

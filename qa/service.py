@@ -1,9 +1,12 @@
 """The question-answering service the API, the web page and the CLI share.
 
 Holds the embedder (loaded once) and the index version being served. Each request takes one
-reference to a complete `LoadedIndex` and uses it throughout, so a rebuild that switches
-versions mid-request is seen as the old or the new version, never a mix. A new version named
-by `CURRENT` is loaded on the next request after it appears (hot reload, no restart).
+counted reference to a complete `LoadedIndex` and uses it throughout, so a rebuild that switches
+versions mid-request is seen as the old or the new version, never a mix; a replaced version is
+closed (and its lease released, see `qa.versions`) when its last request ends. A new version named
+by `CURRENT` is loaded by the first request after it appears (hot reload, no restart); requests
+arriving meanwhile wait for that load, so none answers from a version older than `CURRENT` unless
+the new one cannot be loaded, and none ever answers from a deleted version.
 
 Usage:
     >>> service = QAService(Settings.from_env())
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from qa.citations import cite, citation_json, source_json
 from qa.config import Settings
@@ -21,9 +26,11 @@ from qa.embedding import Embedder, ModelError
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
 from qa.retrieval import Retriever
 from qa.store import StoreError
+from qa import versions
 
 
 RETRY_SECONDS = 10  # a version that failed to load is tried again after this (a Chroma server may be back)
+LOAD_WAIT_SECONDS = 60  # a request waits this long for another thread's load before using what it has
 
 
 class ServiceUnavailable(Exception):
@@ -36,53 +43,90 @@ class QAService:
         self.embedder = embedder or Embedder(settings.model_path)
         self.retriever = retriever or Retriever(self.embedder)
         self._index: LoadedIndex | None = None
-        self._retired: LoadedIndex | None = None  # the version replaced last; requests may still hold it
+        self._retired: dict[str, LoadedIndex] = {}  # replaced versions requests still hold
+        self._users: dict[str, int] = {}  # version -> requests holding it
+        self._guard = threading.Lock()  # over _index, _retired and _users together
         self._error: str | None = None
         self._failed_version: str | None = None
         self._failed_at = 0.0
         self._loading = threading.Lock()
 
     def index(self) -> LoadedIndex:
-        """The version to answer from, reloading when `CURRENT` has moved on."""
-        wanted = current_version(self.settings.index_dir)
+        """The version to answer from: the one `CURRENT` names, loaded first if it has moved on. If it
+        cannot be loaded, the version in memory answers while it still exists; a deleted one never does."""
+        index_dir = self.settings.index_dir
+        wanted = current_version(index_dir)
         loaded = self._index
-        if loaded is not None and loaded.version == wanted:
+        if loaded is not None and (loaded.version == wanted or wanted is None):
             return loaded
-        retry = wanted != self._failed_version or time.monotonic() - self._failed_at > RETRY_SECONDS
-        if wanted is not None and retry:
-            # One thread loads; the others keep answering from the version they have, if any.
-            if self._loading.acquire(blocking=loaded is None):
-                try:
-                    if self._index is None or self._index.version != wanted:
-                        self._load()
-                finally:
-                    self._loading.release()
-        elif wanted is None and loaded is None:
-            self._error = f"no index in {self.settings.index_dir}: run `qa index` to build it"
-        if self._index is None:
-            raise ServiceUnavailable(self._error or "the index is not loaded yet")
-        return self._index
+        if wanted is not None and not self._recently_failed(wanted) and self._loading.acquire(timeout=LOAD_WAIT_SECONDS):
+            try:  # one thread loads; the others wait here, then find it loaded
+                if self._index is None or (self._index.version != wanted and not self._recently_failed(wanted)):
+                    self._load()
+            finally:
+                self._loading.release()
+        index = self._index
+        if index is None:
+            raise ServiceUnavailable(self._error or f"no index in {index_dir}: run `qa index` to build it")
+        if index.version != wanted and not versions.exists(index_dir, index.version):
+            raise ServiceUnavailable(f"index version {index.version} has been deleted and version {wanted} "
+                                     f"is not loaded: {self._error or 'it is loading; try again'}")
+        return index
+
+    def _recently_failed(self, version: str) -> bool:
+        return version == self._failed_version and time.monotonic() - self._failed_at < RETRY_SECONDS
 
     def _load(self) -> None:
+        index_dir = self.settings.index_dir
+        version = versions.pin(index_dir)  # held while loading, so no clean-up deletes it under us
+        if version is None:
+            self._error = f"no index in {index_dir}: run `qa index` to build it"
+            return
         try:
-            loaded = load_index(self.settings)
+            loaded = load_index(self.settings, version)
             if not loaded.sources:  # a complete but empty build: nothing to answer from, say why
-                loaded.store.close()
+                loaded.close()
                 raise IndexUnavailable(loaded.manifest.get("empty") or "the index is empty; add documents and run `qa index`")
-            # The version two switches back can have no request left on it: release its store.
-            if self._retired is not None:
-                self._retired.store.close()
-            self._retired, self._index = self._index, loaded
-            self._error = self._failed_version = None
         except (IndexUnavailable, StoreError, ModelError) as err:
-            self._failed(str(err))
+            return self._failed(version, str(err))
         except Exception as err:  # a damaged file can fail in numpy, json or Chroma: report, keep serving
-            self._failed(f"the index cannot be loaded ({type(err).__name__}: {err}); run `qa index --full`")
+            return self._failed(version, f"the index cannot be loaded ({type(err).__name__}: {err}); run `qa index --full`")
+        finally:
+            versions.release(index_dir, version)
+        with self._guard:
+            replaced, self._index = self._index, loaded
+            self._error = self._failed_version = None
+            if replaced is not None and self._users.get(replaced.version):
+                self._retired[replaced.version], replaced = replaced, None  # closed by its last request
+        if replaced is not None:
+            replaced.close()
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, version: str, message: str) -> None:
         self._error = message
-        self._failed_version = current_version(self.settings.index_dir)
+        self._failed_version = version
         self._failed_at = time.monotonic()
+
+    @contextmanager
+    def holding(self) -> Iterator[LoadedIndex]:
+        """The version to answer from, kept open (store and lease) until the block ends."""
+        for _ in range(5):
+            index = self.index()
+            with self._guard:
+                if index is self._index:  # not replaced since: counting it now keeps it open
+                    self._users[index.version] = self._users.get(index.version, 0) + 1
+                    break
+        else:
+            raise ServiceUnavailable("the index is switching versions faster than it can be loaded; try again")
+        try:
+            yield index
+        finally:
+            with self._guard:
+                self._users[index.version] -= 1
+                closing = None if self._users[index.version] else self._retired.pop(index.version, None)
+                if not self._users[index.version]:
+                    del self._users[index.version]
+            if closing is not None:
+                closing.close()
 
     def health(self) -> dict:
         try:
@@ -92,12 +136,17 @@ class QAService:
         status = {"status": "ok", "sources": len(index.sources), "chunks": len(index.chunks), "index_version": index.version}
         if self._error:  # a newer version failed to load; the older one still serves
             status["warning"] = self._error
+        elif self.settings.index_dir.resolve() in versions.lease_errors:
+            status["warning"] = versions.lease_errors[self.settings.index_dir.resolve()]
         return status
 
     def answer(self, question: str, k: int) -> tuple[Answer, list[Citation]]:
-        index = self.index()
-        answer = self.retriever.run(index, question, k)
-        return answer, cite(index, answer)
+        with self.holding() as index:
+            try:
+                answer = self.retriever.run(index, question, k)
+            except StoreError as err:  # e.g. the Chroma server is down: a 503 saying so
+                raise ServiceUnavailable(str(err)) from err
+            return answer, cite(index, answer)
 
     def ask(self, question: str, k: int) -> dict:
         """The API's response for one question."""

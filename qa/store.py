@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import chromadb
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import NotFoundError
 
 from qa.config import Settings
 
@@ -93,12 +94,16 @@ class VectorStore:
 
     @staticmethod
     def drop(settings: Settings, version_dir: Path, version: str) -> None:
-        """Forget a version on a server (an embedded store goes with its folder)."""
+        """Forget a version on a server (an embedded store goes with its folder). Raises StoreError
+        when the server cannot do it; a collection that does not exist is already forgotten."""
         if settings.chroma_url:
             try:
                 _client(settings, version_dir).delete_collection(_collection_name(settings, version))
-            except Exception:
+            except NotFoundError:
                 pass
+            except Exception as err:
+                raise StoreError(f"cannot drop Chroma collection {_collection_name(settings, version)} "
+                                 f"at {settings.chroma_url}: {err}") from err
 
     def close(self) -> None:
         """Release the client (reference-counted by Chroma: another holder of the same path keeps it)."""
@@ -124,5 +129,9 @@ class VectorStore:
         n = min(n, self.size if self.size >= 0 else self.count())
         if n <= 0:
             return [], []
-        result = self.collection.query(query_embeddings=[vector], n_results=n, include=["distances"])
+        try:
+            result = self.collection.query(query_embeddings=[vector], n_results=n, include=["distances"])
+        except Exception as err:  # a Chroma server down or restarting: the request gets a 503, not a 500
+            raise StoreError(f"the vector store cannot be queried ({type(err).__name__}: {err}); "
+                             "if it is a Chroma server, check that it is running") from err
         return result["ids"][0], [1.0 - d for d in result["distances"][0]]

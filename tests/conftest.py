@@ -15,6 +15,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 QA = str(Path(sys.executable).with_name("qa"))
+CHROMA = str(Path(sys.executable).with_name("chroma"))
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +121,47 @@ def api_schema(live_server):
     import schemathesis
 
     return schemathesis.openapi.from_url(live_server.base + "/api/openapi.json")
+
+
+class ChromaServer:
+    """`chroma run` on a free loopback port; can be killed and started again on the same port and data."""
+
+    def __init__(self, path: Path):
+        self.path, self.port = path, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([CHROMA, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(self.url + "/api/v2/heartbeat", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the Chroma server did not start")
+            time.sleep(0.3)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        self.process.kill() if kill else self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture()
+def chroma_server(tmp_path):
+    server = ChromaServer(tmp_path / "chroma")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -60,7 +60,7 @@ def test_incremental_rebuild_embeds_only_what_changed(sources_copy, tmp_path, em
     assert not index.store.collection.get(where={"source_id": "001_fb017212c236a2a6"})["ids"]
     assert not any(h.chunk.source_id == "001_fb017212c236a2a6"
                    for h in Retriever(embedder, mode="bm25").run(index, "Igla-S missiles Ryabkov", 10).hits)
-    assert len(list((settings.index_dir / "versions").iterdir())) == 2  # the current one and the one it replaced
+    assert len(list((settings.index_dir / "versions").iterdir())) == 2  # the current one and the one this test holds
 
 
 def test_nothing_changed_writes_no_new_version(seed_index, embedder):

@@ -2,45 +2,14 @@
 build into the server, serve, rebuild after a source change, every worker switches."""
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import chromadb
-import pytest
 import requests
 
 from qa.indexing import current_version
-from tests.conftest import QA, Server, free_port
+from tests.conftest import QA, Server
 from tests.test_lifecycle import NEW_SENTENCE, _edit
-
-CHROMA = str(Path(sys.executable).with_name("chroma"))
-
-
-@pytest.fixture()
-def chroma_server(tmp_path):
-    port = free_port()
-    process = subprocess.Popen([CHROMA, "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/api/v2/heartbeat", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the Chroma server did not start")
-            time.sleep(0.3)
-        yield url, port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _ask(base: str) -> dict:
@@ -50,7 +19,7 @@ def _ask(base: str) -> dict:
 
 
 def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_copy, tmp_path):
-    url, port = chroma_server
+    url, port = chroma_server.url, chroma_server.port
     env = {**os.environ, "QA_CHROMA_URL": url}
     index_dir = tmp_path / "index"
     build = [QA, "index", "--sources", str(sources_copy), "--index", str(index_dir)]

@@ -1,0 +1,305 @@
+"""Index versions on disk: the layout, the checksummed manifest, the switch, leases and clean-up.
+
+Layout of the index folder:
+    CURRENT                 name of the version being served (replaced atomically: the switch)
+    versions/<version>/     one complete version; manifest.json is written last and checksummed
+    leases/<host>-<pid>.json  one per process holding versions open: which ones; its mtime is a heartbeat
+    trash/<version>/        a version being deleted (its Chroma collection is dropped before the folder)
+    .build.lock             held by the one build that may run at a time
+    .job.json               the rebuild started over HTTP: state, report (see `qa.rebuild`)
+
+A process that loads a version first names it in its lease, then checks that `CURRENT` still names
+it (so no clean-up that could have missed the lease can delete it), and keeps it in its lease until it
+closes the version. Clean-up after a build deletes every version that is neither `CURRENT` nor held
+by a live lease. A lease is live while its process runs (same host: the pid and its start time) or,
+seen from another host sharing the folder, while its heartbeat is fresher than `LEASE_TTL` seconds.
+Deleting moves the version into trash/ first, so no reader can open half of it; a collection drop or
+removal that fails is reported and retried by the next clean-up.
+
+Usage:
+    >>> version = pin(index_dir)            # held until release(index_dir, version)
+    >>> replaced = publish(index_dir, version_dir, manifest, files)
+    >>> warnings = clean_up(settings, keep={version})
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from qa.config import Settings
+
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+LEASES = "leases"
+TRASH = "trash"
+LOCK = ".build.lock"
+MANIFEST = "manifest.json"
+FULL_REBUILD_HINT = "run `qa index --full` to rebuild it"
+HEARTBEAT_SECONDS = 10.0
+LEASE_TTL = 120.0  # a lease from another host not refreshed for this long is dead
+
+
+class IndexUnavailable(Exception):
+    """The index is missing, damaged or incompatible; the message names the fix."""
+
+
+def current_version(index_dir: Path) -> str | None:
+    try:
+        name = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return name or None
+
+
+def version_dir(index_dir: Path, version: str) -> Path:
+    return index_dir / VERSIONS / version
+
+
+def exists(index_dir: Path, version: str) -> bool:
+    """Whether `version` is complete and not deleted (its manifest goes first when it is)."""
+    return (version_dir(index_dir, version) / MANIFEST).is_file()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexUnavailable(f"index version {folder.name} has no manifest; {FULL_REBUILD_HINT}") from None
+    except (OSError, ValueError) as err:
+        raise IndexUnavailable(f"the manifest of index version {folder.name} is unreadable ({err}); {FULL_REBUILD_HINT}") from err
+    if not isinstance(manifest, dict) or manifest.get("checksum") != manifest_checksum(manifest):
+        raise IndexUnavailable(f"the manifest of index version {folder.name} fails its checksum; {FULL_REBUILD_HINT}")
+    return manifest
+
+
+def current_manifest(index_dir: Path) -> dict:
+    """The manifest of the version being served, or {} when there is none or it cannot be read."""
+    version = current_version(index_dir)
+    try:
+        return read_manifest(version_dir(index_dir, version)) if version else {}
+    except IndexUnavailable:
+        return {}
+
+
+def verify_files(folder: Path, manifest: dict) -> None:
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or file_sha256(path) != expected:
+            raise IndexUnavailable(f"index file {name} of version {folder.name} is missing or damaged; {FULL_REBUILD_HINT}")
+
+
+def new_version(index_dir: Path) -> tuple[str, Path]:
+    """A fresh, empty version folder (not served until `publish`)."""
+    version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    folder = version_dir(index_dir, version)
+    folder.mkdir(parents=True)
+    return version, folder
+
+
+def publish(index_dir: Path, folder: Path, manifest: dict, files: tuple[str, ...]) -> str | None:
+    """Checksum `files`, write the manifest last, then switch `CURRENT` to it. Returns the version replaced."""
+    manifest = {**manifest, "files": {name: file_sha256(folder / name) for name in files}}
+    manifest["checksum"] = manifest_checksum(manifest)
+    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
+    replaced = current_version(index_dir)
+    write_atomic(index_dir / CURRENT, folder.name + "\n")  # the switch
+    return replaced
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clean_up(settings: Settings, keep: set[str]) -> list[str]:
+    """Delete versions neither kept nor held by a live lease; retry what an earlier clean-up could
+    not finish. Returns a warning for each version that could not be deleted yet."""
+    from qa.store import VectorStore
+
+    index_dir = settings.index_dir
+    keep = keep | held_versions(index_dir) | {current_version(index_dir)} - {None}
+    trash = index_dir / TRASH
+    versions = index_dir / VERSIONS
+    doomed = []
+    for path in sorted(versions.iterdir()) if versions.is_dir() else []:
+        if path.name not in keep:
+            try:
+                trash.mkdir(exist_ok=True)
+                path.rename(trash / path.name)  # readers now see it gone; the manifest went with it
+            except OSError:  # a full disk can refuse even a directory: delete in place, manifest first
+                (path / MANIFEST).unlink(missing_ok=True)
+                doomed.append(path)
+    warnings = []
+    for path in doomed + (sorted(trash.iterdir()) if trash.is_dir() else []):
+        try:
+            VectorStore.drop(settings, path, path.name)
+            shutil.rmtree(path)
+        except Exception as err:  # kept in trash/: the next clean-up tries again
+            warnings.append(f"could not delete index version {path.name} ({type(err).__name__}: {err}); "
+                            "the next build will try again")
+    return warnings
+
+
+# Leases: which versions this process holds, per index folder, written to leases/ on every change.
+
+_held: dict[Path, dict[str, int]] = {}
+lease_errors: dict[Path, str] = {}  # index folder -> why this process's lease could not be written (retried by the heartbeat)
+_held_lock = threading.Lock()
+_heartbeat: threading.Thread | None = None
+_HOST = socket.gethostname()
+
+
+def _process_start(pid: int) -> str | None:
+    """When `pid` started (clock ticks since boot), to tell it from a later process given the same pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _lease_path(index_dir: Path) -> Path:
+    return index_dir / LEASES / f"{_HOST}-{os.getpid()}.json"
+
+
+def _write_lease(index_dir: Path, versions: dict[str, int]) -> None:
+    path = _lease_path(index_dir)
+    if not versions:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"host": _HOST, "pid": os.getpid(), "start": _process_start(os.getpid()),
+                                   "index": str(index_dir.resolve()), "versions": sorted(versions)}))
+
+
+def _beat() -> None:
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        with _held_lock:
+            for index_dir, versions in _held.items():
+                try:
+                    if versions:
+                        if _lease_path(index_dir).exists():
+                            os.utime(_lease_path(index_dir))
+                        else:  # removed by someone who thought this process dead, or never written: write it
+                            _write_lease(index_dir, versions)
+                            lease_errors.pop(index_dir, None)
+                except OSError:
+                    pass  # the index folder may be gone (tests) or the disk full; try again next beat
+
+
+def hold(index_dir: Path, version: str) -> None:
+    """Name `version` in this process's lease (counted: each hold needs one release)."""
+    global _heartbeat
+    key = index_dir.resolve()
+    with _held_lock:
+        versions = _held.setdefault(key, {})
+        versions[version] = versions.get(version, 0) + 1
+        if versions[version] == 1:
+            try:
+                _write_lease(key, versions)
+            except OSError as err:  # a read-only or full disk: serve unprotected rather than not at all
+                lease_errors[key] = f"cannot write a lease in {key / LEASES} ({err}); versions this process serves may be deleted under it"
+            else:
+                lease_errors.pop(key, None)
+        if _heartbeat is None or not _heartbeat.is_alive():
+            _heartbeat = threading.Thread(target=_beat, name="qa-lease-heartbeat", daemon=True)
+            _heartbeat.start()
+
+
+def release(index_dir: Path, version: str) -> None:
+    key = index_dir.resolve()
+    with _held_lock:
+        versions = _held.get(key, {})
+        if version not in versions:
+            return
+        versions[version] -= 1
+        if versions[version] == 0:
+            del versions[version]
+            try:
+                _write_lease(key, versions)
+            except OSError:
+                pass  # the lease keeps a version too many until the next change: safe
+
+
+def pin(index_dir: Path) -> str | None:
+    """Hold the version `CURRENT` names and return it (None: no index). After the hold is written,
+    `CURRENT` is read again: a version still current then can only be deleted by a clean-up that
+    comes after a later switch, and that clean-up sees the lease."""
+    version = current_version(index_dir)
+    for _ in range(10):
+        if version is None:
+            return None
+        hold(index_dir, version)
+        now = current_version(index_dir)
+        if now == version:
+            return version
+        release(index_dir, version)
+        version = now
+    hold(index_dir, version)  # builds switch faster than we can look: the load will tell if it is gone
+    return version
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this pid runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _alive(lease: dict, mtime: float) -> bool:
+    if lease.get("host") != _HOST:
+        return time.time() - mtime < LEASE_TTL
+    pid = lease.get("pid")
+    return pid_alive(pid) and (lease.get("start") is None or _process_start(pid) in (None, lease["start"]))
+
+
+def held_versions(index_dir: Path) -> set[str]:
+    """Versions named by live leases; dead leases (and leases copied from another folder) are removed."""
+    held: set[str] = set()
+    folder = index_dir / LEASES
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            lease = json.loads(path.read_text(encoding="utf-8"))
+            mtime = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue  # being replaced right now, or unreadable: look again next time
+        copied = lease.get("host") == _HOST and lease.get("index") != str(index_dir.resolve())  # cp -r of a folder
+        if not copied and _alive(lease, mtime):
+            held.update(lease.get("versions", []))
+        else:
+            path.unlink(missing_ok=True)
+    return held

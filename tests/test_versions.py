@@ -1,0 +1,129 @@
+"""Index versions and the processes serving them: a version is deleted only when no live process
+holds it, a worker never answers from a deleted version, a failed load is retried for the version
+that failed. Real gunicorn workers, real Chroma (embedded and `chroma run`)."""
+import os
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from qa.indexing import current_version
+from tests.conftest import QA, Server
+from tests.test_lifecycle import _edit
+
+QUESTION = {"question": "What happened at La Orchila or in Reykjavik?", "k": 5}
+
+
+def build(sources: Path, index_dir: Path, env: dict | None = None, *extra: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([QA, "index", "--sources", str(sources), "--index", str(index_dir), *extra],
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def build_here(sources: Path, index_dir: Path, embedder, env: dict | None = None):
+    """The same build in this process, with the session's model (no model load per build)."""
+    from qa.indexing import IndexBuilder
+
+    overrides = {"sources_dir": sources, "index_dir": index_dir, "chroma_url": (env or {}).get("QA_CHROMA_URL")}
+    return IndexBuilder(_settings_from(overrides), embedder=embedder).run()
+
+
+def _settings_from(overrides: dict):
+    from qa.config import Settings
+
+    return Settings.from_env(overrides)
+
+
+def ask_many(base: str, count: int, clients: int = 8) -> list[requests.Response]:
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(lambda _: requests.post(base + "/api/ask", json=QUESTION, timeout=60), range(count)))
+
+
+@pytest.mark.parametrize("store", ["embedded", "chroma-server"])
+def test_idle_workers_after_two_builds_answer_only_from_the_newest_version(store, request, sources_copy, tmp_path, embedder):
+    env = {"QA_CHROMA_URL": request.getfixturevalue("chroma_server").url} if store == "chroma-server" else {}
+    index_dir = tmp_path / "index"
+    build_here(sources_copy, index_dir, embedder, env)
+    with Server(index_dir, workers=2, threads=4, env=env) as server:
+        assert all(r.status_code == 200 for r in ask_many(server.base, 8))
+        # Both workers hold the first version; two builds follow while they take no request.
+        _edit(sources_copy)
+        build_here(sources_copy, index_dir, embedder, env)
+        (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+        build_here(sources_copy, index_dir, embedder, env)
+        newest = current_version(index_dir)
+        responses = ask_many(server.base, 200)
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) == 200, {c: codes.count(c) for c in set(codes)}
+    assert {r.json()["index_version"] for r in responses} == {newest}
+
+
+def _settings(sources: Path, index_dir: Path):
+    return _settings_from({"sources_dir": sources, "index_dir": index_dir})
+
+
+def test_a_version_held_by_a_request_stays_open_and_on_disk_until_it_ends(sources_copy, tmp_path, embedder):
+    from qa.indexing import IndexBuilder
+    from qa.service import QAService
+    from qa.versions import clean_up, exists
+
+    settings = _settings(sources_copy, tmp_path / "index")
+    IndexBuilder(settings, embedder=embedder).run()
+    service = QAService(settings, embedder=embedder)
+    with service.holding() as first:
+        _edit(sources_copy)
+        second = IndexBuilder(settings, embedder=embedder).run()
+        assert service.index().version == second.version  # the service moved on...
+        assert exists(settings.index_dir, first.version)  # ...while the request keeps the old version
+        assert first.store.query(first.chunk_vectors[0], 3)[0]  # open, on disk, answering
+    clean_up(settings, keep=set())
+    assert not exists(settings.index_dir, first.version)  # released by its last request, then deleted
+    assert service.ask("Where is the lunar mining research coordinated from?", 3)["index_version"] == second.version
+
+
+def test_a_failed_load_is_retried_for_the_version_that_failed_not_the_next_one(sources_copy, tmp_path, embedder, monkeypatch):
+    import shutil
+
+    import qa.service
+    from qa.indexing import IndexBuilder
+    from qa.service import QAService
+    from qa.versions import write_atomic
+
+    settings = _settings(sources_copy, tmp_path / "index")
+    first = IndexBuilder(settings, embedder=embedder).run()
+    service = QAService(settings, embedder=embedder)
+    assert service.index().version == first.version
+    _edit(sources_copy)
+    good = IndexBuilder(settings, embedder=embedder).run().version
+    versions_dir = settings.index_dir / "versions"
+    shutil.copytree(versions_dir / good, versions_dir / "broken")
+    (versions_dir / "broken" / "vectors.npz").write_bytes(b"garbage")
+    write_atomic(settings.index_dir / "CURRENT", "broken\n")
+
+    real_load = qa.service.load_index
+
+    def load_while_a_build_switches(settings, version=None):
+        if version == "broken":  # a build switches to a good version while this load fails
+            write_atomic(settings.index_dir / "CURRENT", good + "\n")
+        return real_load(settings, version)
+
+    monkeypatch.setattr(qa.service, "load_index", load_while_a_build_switches)
+    assert service.index().version == first.version  # "broken" failed: the version in memory answers
+    assert service.index().version == good  # the good one is loaded at once, not 10 s later
+
+
+def test_a_lease_that_cannot_be_written_still_serves_with_a_warning(seed_index, tmp_path, embedder):
+    import shutil
+
+    from qa.service import QAService
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
+    (index_dir / "leases").write_text("not a folder")  # as a read-only or full disk would refuse the lease
+    service = QAService(_settings_from({"index_dir": index_dir}), embedder=embedder)
+    assert service.ask("When did Maduro enact the treaty law?", 1)["results"]
+    assert "cannot write a lease" in service.health()["warning"]
