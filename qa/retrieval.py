@@ -57,7 +57,8 @@ QUESTION_FEATURES = ("top_score", "names_in_top", "top_sentence_cos", "constrain
 NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
-CACHE_SENTENCES = 200_000
+CACHE_SENTENCES = 200_000  # question-independent readings kept across questions
+CACHE_PASSAGES = 50_000
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Retriever:
     duplicate_overlap: float = 0.5
     duplicate_jaccard: float = 0.8
     _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
-    _headings: dict = field(default_factory=dict, init=False, repr=False)
+    _passages: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
 
     def run(self, index: LoadedIndex, question: str, k: int = 5, query: np.ndarray | None = None) -> Answer:
         """`query`: the question's vector when the caller has it already (benchmarks, batch evaluation)."""
@@ -157,7 +158,7 @@ class Retriever:
         q_set = frozenset(q_terms)
         names = frozenset(analyze(" ".join(NAME.findall(question))))
 
-        def coverage(words: frozenset[str]) -> float:
+        def coverage(words: frozenset[str]) -> float:  # words: or already the question terms they hold
             return sum(map(weight.__getitem__, words & q_set))
 
         chunk_cos = index.chunk_vectors[positions] @ query if positions else np.zeros(0)
@@ -185,28 +186,24 @@ class Retriever:
         passages: list[SentenceFacts] = []
         name_coverage = np.ones(len(positions))
         type_bit = asks.type_bit
+        asked = asks.constraints
+        n_asked = len(asked) or 1
         for c, p in enumerate(positions):
-            chunk = index.chunks[p]
-            facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
-            types = 0
-            for f in facts:
-                types |= f.facts.types
-            marks = frozenset().union(*(f.facts.marks for f in facts))
-            passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)), text_facts(marks, types))
+            facts, passage, context = self._passage(index, p)
             passages.append(passage)
-            context = self._context(index, p)
-            met_c, conflict_c = agreement(asks, text_facts(marks | context.facts.marks, types))
-            type_c = float(bool(types & type_bit))
+            met_c, conflict_c = agreement(asks, text_facts(passage.facts.marks | context.facts.marks, passage.facts.types))
+            type_c = float(bool(passage.facts.types & type_bit))
             chunk_coverage = coverage(passage.terms | context.terms)
             if names:
                 name_coverage[c] = len(names & (passage.terms | context.terms)) / len(names)
+            heading_terms, heading_marks = context.terms & q_set, context.facts.marks & asked
             for sentence in facts:
                 met_s, conflict_s = agreement(asks, sentence.facts)
+                own = sentence.terms & q_set
                 # The sentence read under its heading: "It carried 4 instruments" below "Mission II".
-                met_sc = agreement(asks, text_facts(sentence.facts.marks | context.facts.marks, 0))[0] if context.facts.marks else met_s
-                rows.append((chunk_coverage, coverage(sentence.terms), coverage(sentence.terms | context.terms), met_c, met_s,
-                             met_sc, conflict_c, conflict_s, float(bool(sentence.facts.types & type_bit)), type_c,
-                             float(len(sentence.terms) < 4)))
+                rows.append((chunk_coverage, coverage(own), coverage(own | heading_terms), met_c, met_s,
+                             len((sentence.facts.marks & asked) | heading_marks) / n_asked, conflict_c, conflict_s,
+                             float(bool(sentence.facts.types & type_bit)), type_c, float(len(sentence.terms) < 4)))
         rc = np.asarray(row_chunk, dtype=np.int64)
         features = np.zeros((len(rc), len(FEATURES)))
         if len(rc):
@@ -258,20 +255,26 @@ class Retriever:
                 self._sentences.popitem(last=False)
         return cached
 
-    def _context(self, index: LoadedIndex, position: int) -> SentenceFacts:
-        """The source's title and the section heading above the passage: "The 1998 season" over a
-        paragraph that says only "that year" is what ties the paragraph to the question."""
+    def _passage(self, index: LoadedIndex, position: int) -> tuple[list[SentenceFacts], SentenceFacts, SentenceFacts]:
+        """A passage's sentences, the passage as a whole, and its context: the source's title and the
+        section heading above it ("The 1998 season" over a paragraph that says only "that year").
+        Question-independent, so cached across questions."""
         key = (index.version, position)
-        cached = self._headings.get(key)
+        cached = self._passages.get(key)
         if cached is None:
             chunk = index.chunks[position]
+            facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
+            types = 0
+            for f in facts:
+                types |= f.facts.types
+            passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)),
+                                    text_facts(frozenset().union(*(f.facts.marks for f in facts)), types))
             source = index.sources[chunk.source_id]
-            heading = _heading_above(source.text, chunk)
-            text = "\n".join(t for t in (source.meta.title, heading) if t)
-            cached = SentenceFacts(frozenset(analyze(text)), read_text(text))
-            if len(self._headings) > CACHE_SENTENCES:
-                self._headings.clear()
-            self._headings[key] = cached
+            text = "\n".join(t for t in (source.meta.title, _heading_above(source.text, chunk)) if t)
+            cached = (facts, passage, SentenceFacts(frozenset(analyze(text)), read_text(text)))
+            self._passages[key] = cached
+            if len(self._passages) > CACHE_PASSAGES:
+                self._passages.popitem(last=False)
         return cached
 
     def _duplicates(self, pool: Candidates, hit: Hit, slot: int, kept: Hit, kept_slot: int) -> bool:
