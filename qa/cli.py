@@ -136,6 +136,18 @@ def serve(host, port, workers, threads, index_dir, sources_dir):
     run(settings, host=host, port=settings.port, workers=workers, threads=threads)
 
 
+def _eval_errors() -> tuple[type[Exception], ...]:
+    from qa.embedding import ModelError
+    from qa.evaluation import QuestionsError
+    from qa.fitting import FitError
+    from qa.indexing import BuildBusy, BuildFailed, SourcesMismatch
+    from qa.ranker import RankerError
+    from qa.sources import SourceError
+    from qa.versions import IndexUnavailable
+
+    return (QuestionsError, FitError, IndexUnavailable, RankerError, BuildBusy, BuildFailed, SourcesMismatch, SourceError, ModelError)
+
+
 @main.command(name="eval")
 @click.option("--questions", type=click.Path(dir_okay=False), default="eval/questions.jsonl", show_default=True)
 @INDEX_OPTION
@@ -156,19 +168,22 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
 
     from qa import evaluation as ev
     from qa.embedding import Embedder
-    from qa.indexing import IndexUnavailable
-    from qa.ranker import RankerError
 
     if compare:
         try:
             old, new = (json.loads(Path(p).read_text(encoding="utf-8")) for p in compare)
-        except (OSError, ValueError) as err:
-            _fail(f"cannot read a --json report: {err}")
-        changes = ev.compare(old, new)
+            changes = ev.compare(old, new)
+        except (OSError, ValueError, ev.QuestionsError) as err:
+            _fail(f"cannot compare {compare[0]} and {compare[1]}: {err}")
         for c in changes:
             click.echo(f"{c['change']:<7}{c['collection'] + ':' if c['collection'] else ''}{c['id']}  {c['old']} → {c['new']}")
         click.echo(f"{sum(c['change'] == 'better' for c in changes)} better, {sum(c['change'] == 'worse' for c in changes)} worse")
         return
+    if all_collections and collection_dirs:
+        _fail("--all already scores every collection; give either --all or --collection", 2)
+    if (collection_dirs or all_collections) and (url or index_dir or questions != "eval/questions.jsonl"):
+        _fail("--collection and --all build their own indexes from each collection's questions; "
+              "--questions, --index and --url are for one question set", 2)
     chosen = None if split == "all" else split
     try:
         if collection_dirs or all_collections:
@@ -179,9 +194,11 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
             text = ev.format_collections(report)
         else:
             gold = [q for q in ev.load_questions(Path(questions)) if chosen in (None, q.split)]
+            if not gold:
+                raise ev.QuestionsError(f"{questions} has no questions in the {split} split")
             report = ev.Evaluator(_settings(index_dir=index_dir), url=url).run(gold)
             text = ev.format_table(report)
-    except (ev.QuestionsError, IndexUnavailable, RankerError) as err:
+    except _eval_errors() as err:
         _fail(str(err))
     except OSError as err:
         _fail(f"cannot reach {url}: {err}" if url else str(err))
@@ -201,15 +218,22 @@ def fit(work_dir, out, show):
     import tempfile
     from pathlib import Path
 
+    import os
+
     from qa.embedding import Embedder
     from qa.evaluation import discover_collections
     from qa.fitting import Fitter, format_loco
     from qa.ranker import MODEL_FILE
 
-    settings = _settings()
-    with tempfile.TemporaryDirectory(prefix="qa-fit-") as tmp:
-        model, loco = Fitter(Path(work_dir or tmp), Embedder(settings.model_path)).run(discover_collections())
     target = Path(out) if out else MODEL_FILE
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        _fail(f"cannot write the model to {target}; give --out FILE", 2)
+    settings = _settings()
+    try:
+        with tempfile.TemporaryDirectory(prefix="qa-fit-") as tmp:
+            model, loco = Fitter(Path(work_dir or tmp), Embedder(settings.model_path)).run(discover_collections())
+    except _eval_errors() as err:
+        _fail(str(err))
     model.save(target)
     click.echo(format_loco(loco, show))
     click.echo(f"wrote {target} (threshold {model.threshold})", err=True)

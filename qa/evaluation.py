@@ -39,7 +39,6 @@ from qa.retrieval import SIGNALS, Retriever
 DEPTH = 10  # passages fetched per question: MRR@10 needs ten
 ABLATIONS = tuple(f"-{group}" for group in SIGNALS)
 CONFIGS = ("hybrid", *ABLATIONS, "dense", "bm25", "naive")
-BASELINES = ("dense", "bm25", "naive")
 SPLITS = ("dev", "test")
 SEEDS_COLLECTION = "seeds"
 NAIVE_CHARS, NAIVE_OVERLAP = 1000, 200
@@ -58,7 +57,7 @@ class Question:
     sources: list[str]
     answerable: bool
     tags: list[str] = field(default_factory=list)
-    split: str = "dev"
+    split: str = "test"  # unmarked questions are never fitted on
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def load_questions(path: Path) -> list[Question]:
             q = Question(
                 id=str(raw["id"]), question=str(raw["question"]), answers=[str(a) for a in raw["answers"]],
                 sources=[str(s) for s in raw.get("sources", [])], answerable=bool(raw["answerable"]),
-                tags=[str(t) for t in raw.get("tags", [])], split=str(raw.get("split", "dev")),
+                tags=[str(t) for t in raw.get("tags", [])], split=str(raw.get("split", "test")),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise QuestionsError(f"{path}:{number}: not a question object ({err})") from err
@@ -169,14 +168,15 @@ def score(outcomes: list[Outcome], has_highlight: bool = True) -> dict:
 MAX_FALSE_ABSTENTION = 0.05
 
 
+def false_abstention_cut(confidences: list[float]) -> float | None:
+    """The highest confidence cut that wrongly abstains on at most 5% of these answerable questions'
+    confidences: abstain as often as possible on the unanswerable without hiding real answers."""
+    scores = sorted(confidences)
+    return round(scores[int(MAX_FALSE_ABSTENTION * len(scores))] - 0.0005, 4) if scores else None
+
+
 def suggest_threshold(outcomes: list[Outcome]) -> float | None:
-    """The highest confidence cut that wrongly abstains on at most 5% of answerable questions:
-    abstain as often as possible on the unanswerable without hiding real answers."""
-    scores = sorted(o.confidence for o in outcomes if o.question.answerable and o.confidence is not None)
-    if not scores:
-        return None
-    allowed = int(MAX_FALSE_ABSTENTION * len(scores))
-    return round(scores[allowed] - 0.0005, 3) if allowed < len(scores) else None
+    return false_abstention_cut([o.confidence for o in outcomes if o.question.answerable and o.confidence is not None])
 
 
 class NaiveBaseline:
@@ -381,10 +381,18 @@ def compare(old: dict, new: dict, config: str = "hybrid") -> list[dict]:
     """Questions whose first correct rank (or abstention) changed between two `qa eval --json` runs."""
 
     def ranks(report: dict) -> dict[tuple[str, str], dict]:
+        if not isinstance(report, dict) or not ("collections" in report or "per_question" in report):
+            raise QuestionsError("not a `qa eval --json` report")
         singles = report.get("collections") or {"": report}
-        return {(name, q["id"]): q for name, single in singles.items() for q in single.get("per_question", [])}
+        try:
+            return {(name, q["id"]): {"answerable": bool(q["answerable"]), "answered": q["answered"], "ranks": dict(q["ranks"])}
+                    for name, single in singles.items() for q in single["per_question"]}
+        except (KeyError, TypeError, AttributeError) as err:
+            raise QuestionsError(f"a `qa eval --json` report without per-question ranks ({err})") from err
 
     before, after = ranks(old), ranks(new)
+    if not before.keys() & after.keys():
+        raise QuestionsError("the two reports share no question (one from --all, one from a single question set?)")
     changes = []
     for key in sorted(before.keys() & after.keys()):
         a, b = before[key], after[key]

@@ -24,7 +24,7 @@ import numpy as np
 
 from qa.embedding import Embedder
 from qa.evaluation import (
-    MAX_FALSE_ABSTENTION, SPLITS, Collection, Question, build_collection_index, contains_answer, evaluate_collections,
+    SPLITS, Collection, Question, build_collection_index, contains_answer, evaluate_collections, false_abstention_cut,
     load_questions,
 )
 from qa.indexing import load_index
@@ -33,6 +33,10 @@ from qa.retrieval import FEATURES, QUESTION_FEATURES, Candidates, Retriever, bes
 
 LOCO_CONFIGS = ("hybrid", "dense", "bm25", "naive")
 REPORTED = ("answer@1", "mrr@10", "highlight@1", "abstention", "false_abstention")
+
+
+class FitError(Exception):
+    """The collections cannot be fitted on (no dev questions, no answering passage found…)."""
 
 
 @dataclass
@@ -108,7 +112,10 @@ class Fitter:
 
     def fit(self, names: list[str]) -> RankerModel:
         examples = [e for n in names for e in self.examples[n]]
-        rows = [e for e in examples if len(e.labels)]
+        rows = [e for e in examples if e.labels.any() and not e.labels.all()]
+        if not rows or len({e.question.answerable for e in examples}) < 2:
+            raise FitError(f"nothing to fit on in {', '.join(names)}: the dev splits need answerable questions whose "
+                           "answer a candidate passage states, and unanswerable ones")
         passage = _pairwise(rows)
 
         def question_row(e: Example) -> np.ndarray:
@@ -118,11 +125,9 @@ class Fitter:
         qy = np.array([e.question.answerable for e in examples])
         abstention = _logistic(qx, qy, QUESTION_FEATURES)
         # The highest cut that keeps false abstention ≤ 5% on every collection's answerable questions.
-        cuts = []
-        for n in names:
-            scores = np.sort([abstention.probability(question_row(e)[None, :])[0] for e in self.examples[n] if e.question.answerable])
-            if len(scores):
-                cuts.append(float(scores[int(MAX_FALSE_ABSTENTION * len(scores))]) - 1e-4)
+        cuts = [false_abstention_cut([float(abstention.probability(question_row(e)[None, :])[0])
+                                      for e in self.examples[n] if e.question.answerable]) for n in names]
+        cuts = [c for c in cuts if c is not None]
         threshold = round(min(cuts), 4) if cuts else 0.5
         counts = {n: len(self.examples[n]) for n in names}
         return RankerModel(passage, abstention, threshold, {"dev_questions": counts})

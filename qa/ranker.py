@@ -78,4 +78,7 @@ def _load(path: str) -> RankerModel:
     def linear(raw: dict) -> LinearModel:
         return LinearModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
-    return RankerModel(linear(body["passage"]), linear(body["abstention"]), float(body["threshold"]), body.get("fitted_on", {}))
+    try:
+        return RankerModel(linear(body["passage"]), linear(body["abstention"]), float(body["threshold"]), body.get("fitted_on", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RankerError(f"the ranking model {path} is incomplete ({type(err).__name__}: {err}); run `qa fit`") from err

@@ -33,8 +33,8 @@ from qa.data import Answer, Chunk, Hit
 from qa.embedding import Embedder
 from qa.indexing import LoadedIndex
 from qa.lexical import terms as analyze
-from qa.ranker import RankerModel
-from qa.signals import TextFacts, agreement, facts as text_facts, read_question, read_text
+from qa.ranker import MODEL_FILE, RankerError, RankerModel
+from qa.signals import TextFacts, agreement, read_question, read_text
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
@@ -57,8 +57,10 @@ QUESTION_FEATURES = ("top_score", "names_in_top", "top_sentence_cos", "constrain
 NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
-CACHE_SENTENCES = 200_000  # question-independent readings kept across questions
-CACHE_PASSAGES = 50_000
+# Question-independent readings kept across questions, least recently used dropped first
+# (a few KB each: tens of MB per worker at most).
+CACHE_SENTENCES = 20_000
+CACHE_PASSAGES = 5_000
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class Retriever:
     _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _passages: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if unknown := set(self.disabled) - set(SIGNALS):
+            raise ValueError(f"unknown signal group(s) {sorted(unknown)}; the groups are {', '.join(SIGNALS)}")
+
     def run(self, index: LoadedIndex, question: str, k: int = 5, query: np.ndarray | None = None) -> Answer:
         """`query`: the question's vector when the caller has it already (benchmarks, batch evaluation)."""
         if not index.chunks:
@@ -120,9 +126,9 @@ class Retriever:
             return Answer(question, answered=False, index_version=index.version)
         sentence_cos = pool.features[:, COLUMN["sentence_cos"]]
         logits = self.ranker.passage.score(pool.features, frozenset(f for g in self.disabled for f in SIGNALS[g]))
-        confidence = self.confidence(pool, best_per_passage(pool, logits)[1])
+        best_row, chunk_scores = best_per_passage(pool, logits)
+        confidence = self.confidence(pool, chunk_scores)
         if self.mode == "hybrid":
-            best_row, chunk_scores = best_per_passage(pool, logits)
             order = list(np.argsort(-chunk_scores, kind="stable"))
         else:  # a single list's order; the sentence most similar to the question is marked
             best_row, chunk_scores = best_per_passage(pool, sentence_cos)
@@ -191,7 +197,7 @@ class Retriever:
         for c, p in enumerate(positions):
             facts, passage, context = self._passage(index, p)
             passages.append(passage)
-            met_c, conflict_c = agreement(asks, text_facts(passage.facts.marks | context.facts.marks, passage.facts.types))
+            met_c, conflict_c = agreement(asks, TextFacts(passage.facts.marks | context.facts.marks, passage.facts.types))
             type_c = float(bool(passage.facts.types & type_bit))
             chunk_coverage = coverage(passage.terms | context.terms)
             if names:
@@ -236,7 +242,11 @@ class Retriever:
     @property
     def ranker(self) -> RankerModel:
         if self.model is None:
-            self.model = RankerModel.load()
+            model = RankerModel.load()
+            if model.passage.features != FEATURES or model.abstention.features != QUESTION_FEATURES:
+                raise RankerError(f"the ranking model {MODEL_FILE} was fitted on other signals than this program "
+                                  "computes; run `qa fit` to refit it")
+            self.model = model
         return self.model
 
     def confidence(self, pool: Candidates, chunk_scores: np.ndarray) -> float:
@@ -247,7 +257,9 @@ class Retriever:
         """Terms and facts of one sentence; question-independent, so cached across questions."""
         key = (index.version, source_id, start, end)
         cached = self._sentences.get(key)
-        if cached is None:
+        if cached is not None:
+            self._sentences.move_to_end(key)
+        else:
             text = index.sources[source_id].text[start:end]
             cached = SentenceFacts(frozenset(analyze(text)), read_text(text))
             self._sentences[key] = cached
@@ -261,14 +273,16 @@ class Retriever:
         Question-independent, so cached across questions."""
         key = (index.version, position)
         cached = self._passages.get(key)
-        if cached is None:
+        if cached is not None:
+            self._passages.move_to_end(key)
+        else:
             chunk = index.chunks[position]
             facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
             types = 0
             for f in facts:
                 types |= f.facts.types
             passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)),
-                                    text_facts(frozenset().union(*(f.facts.marks for f in facts)), types))
+                                    TextFacts(frozenset().union(*(f.facts.marks for f in facts)), types))
             source = index.sources[chunk.source_id]
             text = "\n".join(t for t in (source.meta.title, _heading_above(source.text, chunk)) if t)
             cached = (facts, passage, SentenceFacts(frozenset(analyze(text)), read_text(text)))

@@ -24,6 +24,7 @@ from qa.config import Settings
 from qa.data import Answer, Citation
 from qa.embedding import Embedder, ModelError
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
+from qa.ranker import RankerError
 from qa.retrieval import Retriever
 from qa.store import StoreError
 from qa import versions
@@ -144,7 +145,7 @@ class QAService:
         with self.holding() as index:
             try:
                 answer = self.retriever.run(index, question, k)
-            except StoreError as err:  # e.g. the Chroma server is down: a 503 saying so
+            except (StoreError, RankerError) as err:  # the Chroma server is down, the model file unusable: a 503 saying so
                 raise ServiceUnavailable(str(err)) from err
             return answer, cite(index, answer)
 

@@ -22,7 +22,7 @@ Usage:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 AnswerType = Literal["date", "quantity", "person", "place", "other"]
@@ -45,8 +45,8 @@ NUMBER_WORDS = {w: i for i, w in enumerate(
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
     "eighteen nineteen twenty".split(), start=1)}
 
-_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
-YEAR = re.compile(r"(?<![\d.,])(1[5-9]\d\d|20\d\d)(?:s)?(?![\d.,]\d)")
+_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+YEAR = re.compile(r"(?<![\d.,])(1[5-9]\d\d|20\d\d)(?!\d)(?![.,]\d)")
 DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH})\b\.?", re.IGNORECASE)
 MONTH_DAY = re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*(?:,\d|\d))", re.IGNORECASE)
 MONTH = re.compile(rf"\b({_MONTH})\b(?!-)", re.IGNORECASE)
@@ -65,21 +65,24 @@ QUANTITY_WORDS = re.compile(
 # Two or more capitalised words in a row ("Marta Keller", "Jean-Paul A. Rivière"), or a title and a name.
 # Places and organisations match too: a weak signal whose weight is fitted, not trusted.
 PERSON = re.compile(
-    r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sir|Dame|Lord|Lady)\.?\s+[A-Z]|"
+    r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sir|Dame|Lord|Lady)\.?\s+[A-ZÀ-Þ]|"
     r"\b(?!(?:The|A|An|In|On|At|For|By|From|To|Of|And|But|After|Before|During|When|While|Its?|This|That|Their|His|Her)\b)"
-    r"[A-Z][a-zà-ÿ'’-]+(?:\s+(?:[A-Z]\.\s*)?[A-Z][a-zà-ÿ'’-]+)+")
-PLACE = re.compile(r"\b(?:in|at|from|near|outside|across|to|into|of)\s+(?:the\s+)?[A-Z][\w'’-]+")
+    r"[A-ZÀ-Þ][a-zß-ÿ'’-]+(?:\s+(?:[A-ZÀ-Þ]\.\s*)?[A-ZÀ-Þ][a-zß-ÿ'’-]+)+")
+PLACE = re.compile(r"\b(?i:in|at|from|near|outside|across|to|into|of)\s+(?:the\s+)?[A-ZÀ-Þ][\w'’-]+")
+AMBIGUOUS_MONTHS = {"may", "march"}  # also verbs: a month only when capitalised
 
+# Tried in order: the question's own words ("how many", "who", "where") before the nouns that only
+# suggest a quantity ("Who paid the fine?" wants a person).
 QUESTION_TYPES: list[tuple[AnswerType, re.Pattern[str]]] = [
-    ("date", re.compile(r"\bwhen\b|\b(?:what|which)\s+(?:year|date|day|month|decade|century|time)\b|\bhow long ago\b|\bsince when\b", re.I)),
     ("quantity", re.compile(r"\bhow\s+(?:many|much|long|far|tall|high|big|large|old|often|fast|deep|wide|heavy)\b|"
-                            r"\bwhat\s+(?:number|percentage|share|proportion|amount|sum|total|figure)\b|"
-                            r"\b(?:revenue|profit|loss|cost|price|budget|salary|fee|fine|sales|turnover|earnings|worth|valued|"
-                            r"attendance|population|score|margin|rate)\b", re.I)),
+                            r"\bwhat\s+(?:number|percentage|share|proportion|amount|sum|total|figure)\b", re.I)),
+    ("date", re.compile(r"\bwhen\b|\b(?:what|which)\s+(?:year|date|day|month|decade|century|time)\b|\bsince when\b", re.I)),
     ("person", re.compile(r"\bwho(?:m|se)?\b|\b(?:which|what)\s+(?:person|man|woman|player|rider|driver|athlete|artist|author|"
                           r"singer|actor|actress|director|candidate|coach|captain|leader|minister|president|chief|founder|winner|scientist)\b", re.I)),
     ("place", re.compile(r"\bwhere\b|\b(?:which|what|in which|in what)\s+(?:city|country|town|village|venue|place|region|"
                          r"state|province|island|county|district|stadium|port|site|location|capital)\b", re.I)),
+    ("quantity", re.compile(r"\b(?:revenue|profit|loss|cost|price|budget|salary|fee|fine|sales|turnover|earnings|worth|valued|"
+                            r"attendance|population|score|margin|rate)\b", re.I)),
 ]
 
 
@@ -89,11 +92,10 @@ class TextFacts:
 
     marks: frozenset[str]
     types: int  # OR of TYPE_BITS
-    kinds: frozenset[str] = frozenset()  # "year", "quarter", … of the marks (filled by `facts`)
+    kinds: frozenset[str] = field(init=False)  # "year", "quarter", … of the marks
 
-
-def facts(marks: frozenset[str], types: int) -> TextFacts:
-    return TextFacts(marks, types, frozenset(m.split(":", 1)[0] for m in marks))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", frozenset(m.split(":", 1)[0] for m in self.marks))
 
 
 @dataclass(frozen=True)
@@ -114,21 +116,20 @@ def _marks(text: str) -> set[str]:
     marks: set[str] = set()
     years = {m.group(1) for m in YEAR.finditer(text)}
     marks.update(f"year:{y}" for y in years)
-    for m in DAY_MONTH.finditer(text):
-        month = MONTHS[m.group(2).lower().rstrip(".")]
-        marks.add(f"date:{month}-{int(m.group(1))}")
-    for m in MONTH_DAY.finditer(text):
-        month = MONTHS[m.group(1).lower().rstrip(".")]
-        marks.add(f"date:{month}-{int(m.group(2))}")
+    for pattern, day, month in ((DAY_MONTH, 1, 2), (MONTH_DAY, 2, 1)):
+        for m in pattern.finditer(text):
+            if 1 <= int(m.group(day)) <= 31 and (name := m.group(month).rstrip(".")).lower() in MONTHS:
+                if name.lower() not in AMBIGUOUS_MONTHS or name[0].isupper():
+                    marks.add(f"date:{MONTHS[name.lower()]}-{int(m.group(day))}")
     for m in MONTH.finditer(text):
         word = m.group(1)
-        if word.lower() == "may" and word[0] == "m":  # the verb, not the month
-            continue
-        marks.add(f"month:{MONTHS[word.lower()]}")
+        if word.lower() in MONTHS and (word.lower() not in AMBIGUOUS_MONTHS or word[0].isupper()):
+            marks.add(f"month:{MONTHS[word.lower()]}")
     for m in QUARTER.finditer(text):
         q = m.group(1) or m.group(3) or m.group(2)
         marks.add(f"quarter:{ORDINALS.get(q.lower(), None) or int(q[0])}")
-    text = QUARTER.sub(" ", text)  # "second quarter" is a quarter, not also an ordinal
+    # A quarter is not also an ordinal, nor a date's day also a number ("June 14th", "1st of May").
+    text = DAY_MONTH.sub(" ", MONTH_DAY.sub(" ", QUARTER.sub(" ", text)))
     for m in ORDINAL.finditer(text):
         marks.add(f"ordinal:{int(m.group(1)) if m.group(1) else ORDINALS[m.group(2).lower()]}")
     for m in NUMBER.finditer(text):
@@ -152,7 +153,7 @@ def read_text(text: str) -> TextFacts:
         types |= TYPE_BITS["person"]
     if PLACE.search(text):
         types |= TYPE_BITS["place"]
-    return facts(frozenset(marks), types)
+    return TextFacts(frozenset(marks), types)
 
 
 def read_question(question: str) -> QuestionAsks:
