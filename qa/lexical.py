@@ -72,7 +72,8 @@ class LexicalIndex:
 
     def search(self, query: str, n: int) -> tuple[list[int], list[float]]:
         """Indices of the best `n` texts with positive score, best first."""
-        known = [t for t in terms(query) if t in self.retriever.vocab_dict]
+        # Each term once: a question of one word repeated 500 times scans its posting list once.
+        known = [t for t in dict.fromkeys(terms(query)) if t in self.retriever.vocab_dict]
         if not known or not self.size:
             return [], []
         docs, scores = self.retriever.retrieve([known], k=min(n, self.size), show_progress=False)

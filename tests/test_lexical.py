@@ -20,3 +20,10 @@ def test_an_unspaced_chinese_or_japanese_question_finds_its_passage():
     assert index.search("大阪の魚の価格はどうなった", n=2)[0][0] == 2
     assert index.search("Where was the treaty signed?", n=2)[0][0] == 3
     assert all(index.knows(t) for t in terms("充满电"))
+
+
+def test_a_repeated_word_is_searched_once():
+    from qa.lexical import LexicalIndex
+
+    bm25 = LexicalIndex.build(["the treaty was signed in May", "oil fields and gas fields", "a treaty on oil"])
+    assert bm25.search("treaty " * 500, 3) == bm25.search("treaty", 3)
