@@ -1,7 +1,8 @@
 """Citation-first question answering: verbatim passages with checkable citations.
 
 Data flows one way through the modules:
-sources → cleaning → chunking → embedding / lexical → store → indexing → retrieval → citations → api / web / cli.
+sources (readers/) → cleaning → chunking → embedding / lexical → store → indexing (versions) → signals → retrieval
+(ranker, fitted by fitting) → citations → api / web / cli.
 """
 import os
 
