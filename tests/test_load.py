@@ -37,10 +37,14 @@ INVALID = [
 
 
 def _essence(body: dict) -> list:
-    # Questions asked together are encoded in one batch, whose vectors differ from a lone encode by
-    # float noise (~1e-7): the same passages, order and highlight, and scores equal to 3 decimals.
-    return [(r["source"]["id"], r["span"]["start"], r["span"]["end"], r["highlight"]["start"], round(r["score"], 3))
-            for r in body["results"]]
+    return [(r["source"]["id"], r["span"]["start"], r["span"]["end"], r["highlight"]["start"]) for r in body["results"]]
+
+
+def _same_answer(body: dict, alone: dict) -> bool:
+    """The same passages, order, highlights and verdict. Questions asked together are encoded in one
+    batch, whose vectors differ from a lone encode by float noise (~1e-7), so scores match to 1e-3."""
+    return (body["answered"], _essence(body)) == (alone["answered"], _essence(alone)) and all(
+        abs(a["score"] - b["score"]) < 1e-3 for a, b in zip(body["results"], alone["results"]))
 
 
 def test_load_mixed_valid_and_invalid(seed_index, tmp_path):
@@ -49,7 +53,7 @@ def test_load_mixed_valid_and_invalid(seed_index, tmp_path):
         alone = {}
         for q in VALID:
             body = requests.post(url, json={"question": q, "k": 5}, timeout=30).json()
-            alone[q] = (body["answered"], _essence(body))
+            alone[q] = body
 
         latencies, errors, mismatches, dropped = [], [], [], []
         lock = threading.Lock()
@@ -84,7 +88,7 @@ def test_load_mixed_valid_and_invalid(seed_index, tmp_path):
                         errors.append(r.status_code)
                     elif valid:
                         body = r.json()
-                        if r.status_code != 200 or (body["answered"], _essence(body)) != alone[q]:
+                        if r.status_code != 200 or not _same_answer(body, alone[q]):
                             mismatches.append(q)
                     elif r.status_code != expected or "error" not in r.json():
                         mismatches.append(f"invalid got {r.status_code}")
