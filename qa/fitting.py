@@ -1,8 +1,9 @@
 """Fit the ranking and abstention weights on several collections, and say how well they transfer.
 
-Only the `dev` split of each collection is read. The passage model is a logistic regression over
-(passage, sentence) rows of each question's candidate pool: a row is positive when its sentence
-states a gold answer in a gold source. The abstention model is a logistic regression over one row
+Only the `dev` split of each collection is read. The passage model scores (passage, sentence) rows
+of each question's candidate pool; a row is an answer when its sentence states a gold answer in a
+gold source, and the model is a logistic regression on differences between a question's answering
+rows and its other rows (pairwise: it learns to order candidates). The abstention model is a logistic regression over one row
 per question (best score, constraints no candidate states, unknown terms…): positive when the
 question is answerable. Its threshold is the highest probability that wrongly abstains on at most
 5% of every collection's answerable dev questions.
@@ -46,12 +47,12 @@ class Example:
     labels: np.ndarray  # per row of pool.features
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], weights: np.ndarray | None = None) -> LinearModel:
+def _logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> LinearModel:
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)  # a constant column carries no information
-    fitted = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y, sample_weight=weights)
+    fitted = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
     return LinearModel(names, tuple(map(float, mean)), tuple(map(float, scale)), tuple(map(float, fitted.coef_[0])),
                        float(fitted.intercept_[0]))
 
