@@ -30,7 +30,7 @@ from qa.evaluation import (
 )
 from qa.indexing import load_index
 from qa.ranker import LinearModel, RankerModel
-from qa.retrieval import FEATURES, QUESTION_FEATURES, Candidates, Retriever, best_per_passage
+from qa.retrieval import FEATURES, QUESTION_FEATURES, Candidates, Retriever
 
 LOCO_CONFIGS = ("hybrid", "dense", "bm25", "naive")
 REPORTED = ("answer@1", "mrr@10", "highlight@1", "abstention", "false_abstention")
@@ -120,7 +120,7 @@ class Fitter:
         passage = _pairwise(rows)
 
         def question_row(e: Example) -> np.ndarray:
-            return e.pool.question_row(best_per_passage(e.pool, passage.score(e.pool.features))[1])
+            return e.pool.question_row(passage.score(e.pool.features))
 
         qx = np.vstack([question_row(e) for e in examples])
         qy = np.array([e.question.answerable for e in examples])

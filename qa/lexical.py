@@ -84,11 +84,13 @@ class LexicalIndex:
         return term in self.retriever.vocab_dict
 
     def idf(self, words: list[str]) -> np.ndarray:
-        """Inverse document frequency of each term (0 for terms the corpus lacks), for highlight weighting."""
+        """Inverse document frequency of each term, for weighting a question's terms. A term the corpus
+        lacks gets the highest weight (document frequency 0): a question about something the sources
+        never mention is not answered by covering its common words."""
         vocab = self.retriever.vocab_dict
         ids = [vocab.get(t) for t in words]
         # Column sums of the sparse score matrix would be costly; document frequency is stored per token.
         nonzero = np.diff(self.retriever.scores["indptr"])
         df = np.array([nonzero[i] if i is not None else 0 for i in ids], dtype=np.float64)
-        return np.where(df > 0, np.log1p((self.size - df + 0.5) / (df + 0.5)), 0.0)
+        return np.log1p((self.size - df + 0.5) / (df + 0.5))
 

@@ -52,8 +52,12 @@ COLUMN = {f: i for i, f in enumerate(FEATURES)}
 WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "sentence_context_coverage", "constraints_chunk",
                  "constraints_sentence", "constraints_sentence_context", "conflict_chunk", "conflict_sentence",
                  "type_sentence", "type_chunk", "short_sentence")
-QUESTION_FEATURES = ("top_score", "names_in_top", "top_sentence_cos", "constraints_met", "constraints_in_sentence",
-                     "typed_sentence", "unknown_terms", "best_coverage")
+# The abstention model's input: how the best (passage, sentence) row reads — does it meet what the
+# question asks (its years and numbers, the kind of answer, its rare terms and names) — and what the pool
+# as a whole holds.
+TOP_FEATURES = ("top_score", "names_in_top", "top_constraints", "top_conflict", "top_typed", "top_coverage")
+POOL_FEATURES = ("top_sentence_cos", "constraints_met", "typed_sentence", "unknown_terms", "best_coverage")
+QUESTION_FEATURES = TOP_FEATURES + POOL_FEATURES
 NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
@@ -77,20 +81,30 @@ class Candidates:
     row_chunk: np.ndarray  # (rows,) index into `positions` for each sentence row
     row_span: list[tuple[int, int]]  # each row's sentence span
     features: np.ndarray  # (rows, len(FEATURES))
-    question: np.ndarray  # (len(QUESTION_FEATURES),); the first two depend on the scores: see `question_row`
+    question: np.ndarray  # (len(POOL_FEATURES),): see `question_row` for the rest
+    asks: tuple[bool, bool]  # the question names constraints; it asks for a kind of answer
     dense_order: list[int]  # `positions` indices in dense rank order
     bm25_order: list[int]
     chunk_facts: list[SentenceFacts]  # each passage's terms and facts (its sentences', without context)
     name_coverage: np.ndarray  # per passage: share of the question's names in it or its title and heading
 
-    def question_row(self, chunk_scores: np.ndarray) -> np.ndarray:
-        """The abstention model's input once passages are scored: the best score, and whether the
-        best passage names what the question names."""
-        row = self.question.copy()
-        if len(chunk_scores):
-            top = int(np.argmax(chunk_scores))
-            row[0], row[1] = float(chunk_scores[top]), float(self.name_coverage[top])
-        return row
+    def question_row(self, row_scores: np.ndarray) -> np.ndarray:
+        """The abstention model's input once rows are scored (QUESTION_FEATURES order): how the best
+        row meets the question, then the pool's own evidence."""
+        if not len(row_scores):
+            return np.r_[np.zeros(len(TOP_FEATURES)), self.question]
+        top = int(np.argmax(row_scores))
+        f = self.features[top]
+        constrained, typed = self.asks
+        return np.r_[
+            float(row_scores[top]),
+            float(self.name_coverage[self.row_chunk[top]]),
+            f[COLUMN["constraints_sentence_context"]] if constrained else 1.0,
+            f[COLUMN["conflict_sentence"]],
+            f[COLUMN["type_sentence"]] if typed else 1.0,
+            f[COLUMN["sentence_context_coverage"]],
+            self.question,
+        ]
 
 
 def _looks_like_heading(line: str) -> bool:
@@ -127,7 +141,7 @@ class Retriever:
         sentence_cos = pool.features[:, COLUMN["sentence_cos"]]
         logits = self.ranker.passage.score(pool.features, frozenset(f for g in self.disabled for f in SIGNALS[g]))
         best_row, chunk_scores = best_per_passage(pool, logits)
-        confidence = self.confidence(pool, chunk_scores)
+        confidence = self.confidence(pool, logits)
         if self.mode == "hybrid":
             order = list(np.argsort(-chunk_scores, kind="stable"))
         else:  # a single list's order; the sentence most similar to the question is marked
@@ -227,16 +241,13 @@ class Retriever:
         typed = (met_sentence >= 1.0 if asks.constraints else np.ones(len(met_sentence), bool)) & (
             features[:, COLUMN["type_sentence"]] > 0 if asks.type_bit and has else True)
         question_features = np.array([
-            0.0,  # top_score and names_in_top: set once the passages are scored
-            0.0,
             float(sentence_cos.max()) if has else 0.0,
             float(features[:, COLUMN["constraints_chunk"]].max()) if asks.constraints and has else 1.0,
-            float(met_sentence.max()) if asks.constraints and has else 1.0,
             float(typed.any()) if has else 0.0,
             sum(not index.lexical.knows(t) for t in q_terms) / len(q_terms) if q_terms else 0.0,
             float(features[:, COLUMN["sentence_coverage"]].max()) if has else 0.0,
         ])
-        return Candidates(positions, rc, row_span, features, question_features,
+        return Candidates(positions, rc, row_span, features, question_features, (bool(asked), bool(type_bit)),
                           [slot[p] for p in dense], [slot[p] for p in lexical], passages, name_coverage)
 
     @property
@@ -249,9 +260,9 @@ class Retriever:
             self.model = model
         return self.model
 
-    def confidence(self, pool: Candidates, chunk_scores: np.ndarray) -> float:
+    def confidence(self, pool: Candidates, row_scores: np.ndarray) -> float:
         """Probability that the best passage answers at all (the abstention model)."""
-        return round(float(self.ranker.abstention.probability(pool.question_row(chunk_scores)[None, :])[0]), 4)
+        return round(float(self.ranker.abstention.probability(pool.question_row(row_scores)[None, :])[0]), 4)
 
     def _sentence(self, index: LoadedIndex, source_id: str, start: int, end: int) -> SentenceFacts:
         """Terms and facts of one sentence; question-independent, so cached across questions."""

@@ -27,3 +27,10 @@ def test_a_repeated_word_is_searched_once():
 
     bm25 = LexicalIndex.build(["the treaty was signed in May", "oil fields and gas fields", "a treaty on oil"])
     assert bm25.search("treaty " * 500, 3) == bm25.search("treaty", 3)
+
+
+def test_a_term_the_corpus_lacks_weighs_most():
+    bm25 = LexicalIndex.build(["the treaty was signed in May", "oil fields and gas fields", "a treaty on oil"])
+    treaty, oil, field, eiffel = bm25.idf(terms("treaty oil fields Eiffel"))
+    # A question term the sources never use keeps its weight: covering the other terms is not covering it.
+    assert eiffel > field > treaty == oil > 0
