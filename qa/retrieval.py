@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from qa.data import Answer, Chunk, Hit
+from qa.data import Answer, Chunk, Hit, Source
 from qa.embedding import Embedder
 from qa.indexing import LoadedIndex
 from qa.lexical import terms as analyze
@@ -295,7 +295,7 @@ class Retriever:
             passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)),
                                     TextFacts(frozenset().union(*(f.facts.marks for f in facts)), types))
             source = index.sources[chunk.source_id]
-            text = "\n".join(t for t in (source.meta.title, _heading_above(source.text, chunk)) if t)
+            text = "\n".join(t for t in (_title(source), _heading_above(source.text, chunk)) if t)
             cached = (facts, passage, SentenceFacts(frozenset(analyze(text)), read_text(text)))
             self._passages[key] = cached
             if len(self._passages) > CACHE_PASSAGES:
@@ -323,6 +323,15 @@ def best_per_passage(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarr
     order = np.lexsort((-row_scores, pool.row_chunk))  # by passage, best sentence first
     firsts = order[np.r_[True, pool.row_chunk[order][1:] != pool.row_chunk[order][:-1]]]
     return firsts, row_scores[firsts]
+
+
+def _title(source: Source) -> str | None:
+    """The title a passage is read under: the stated one, else a plain-text document's heading-like
+    first line (for ranking only: a citation never shows a title the source does not state)."""
+    if source.meta.title:
+        return source.meta.title
+    first = source.text.lstrip().split("\n", 1)[0].strip()
+    return first if first and _looks_like_heading(first) else None
 
 
 def _heading_above(text: str, chunk: Chunk) -> str | None:

@@ -3,11 +3,14 @@
 `make_collection(folder)` writes one file of each supported format (a few KB each) plus the
 hostile files a build must survive, and returns what each document states, for the tests to
 check against. `python -m tests.collection DIR N` writes N documents of mixed formats (the
-build-time measurement in the README).
+build-time measurement in the README). `python -m tests.collection DIR --from COLLECTION` writes
+an evaluation collection's plain-text documents again as HTML, Markdown, PDF and DOCX (with its
+questions pointing at the new files), so the same questions measure what reading each format costs.
 """
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import os
 import sys
@@ -73,7 +76,7 @@ JSONL_RECORDS = [
 ]
 
 
-def write_pdf(path: Path, pages: list[str], title: str | None = None, author: str | None = None) -> None:
+def _pdf(title: str | None, author: str | None) -> FPDF:
     pdf = FPDF()
     if title:
         pdf.set_title(title)
@@ -81,6 +84,11 @@ def write_pdf(path: Path, pages: list[str], title: str | None = None, author: st
         pdf.set_author(author)
     pdf.set_creation_date(dt.datetime(2025, 3, 15, tzinfo=dt.timezone.utc))
     pdf.set_lang("en")
+    return pdf
+
+
+def write_pdf(path: Path, pages: list[str], title: str | None = None, author: str | None = None) -> None:
+    pdf = _pdf(title, author)
     pdf.set_font("helvetica", size=12)
     for text in pages:
         pdf.add_page()
@@ -170,5 +178,74 @@ def make_mixed(folder: Path, n: int) -> None:
     (folder / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
 
 
+def _blocks(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """A plain-text article read as its title (first line) and ("heading" | "text", block) pairs:
+    a heading is a short single line without closing punctuation."""
+    title, _, body = text.partition("\n")
+    blocks = []
+    for block in (b.strip() for b in body.split("\n\n")):
+        if block:
+            short = "\n" not in block and len(block.split()) <= 12 and block[-1] not in ".!?;:,\"”’)"
+            blocks.append(("heading" if short else "text", block))
+    return title.strip(), blocks
+
+
+def write_article_pdf(path: Path, title: str, blocks: list[tuple[str, str]]) -> None:
+    """An article typeset as a real PDF would be: headings in bold, paragraphs wrapped and justified."""
+    import matplotlib  # ships DejaVu, a font with the articles' dashes, quotes and accents
+
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    pdf = _pdf(title, "Collection editors")
+    pdf.add_font("dejavu", "", str(fonts / "DejaVuSans.ttf"))
+    pdf.add_font("dejavu", "B", str(fonts / "DejaVuSans-Bold.ttf"))
+    pdf.add_page()
+    for kind, text in [("heading", title), *blocks]:
+        pdf.set_font("dejavu", "B" if kind == "heading" else "", 13 if kind == "heading" else 11)
+        pdf.multi_cell(0, 6, text, align="L" if kind == "heading" else "J")
+        pdf.ln(3)
+    pdf.output(str(path))
+
+
+def convert_collection(source: Path, folder: Path) -> None:
+    """Write `source` (an evaluation collection of .txt articles) again into `folder`, its documents
+    cycling through HTML, Markdown, PDF, DOCX and plain text, each carrying its title in the format's
+    own metadata; questions.jsonl follows the documents to their new ids."""
+    renamed = {}
+    for i, path in enumerate(sorted((source / "sources").glob("*.txt"))):
+        title, blocks = _blocks(path.read_text(encoding="utf-8"))
+        kind = ("html", "md", "pdf", "docx", "txt")[i % 5]
+        target = folder / "sources" / kind / f"{path.stem}.{kind}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        renamed[path.stem] = f"{kind}/{target.name}" if kind != "txt" else f"txt/{path.stem}"
+        if kind == "html":
+            body = "".join(f"<h2>{html.escape(t)}</h2>" if k == "heading" else f"<p>{html.escape(t)}</p>" for k, t in blocks)
+            target.write_text(f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
+                              f"</title></head><body><nav><a href='/'>Home</a></nav><article><h1>{html.escape(title)}</h1>"
+                              f"{body}</article><footer>Collection editors</footer></body></html>", encoding="utf-8")
+        elif kind == "md":
+            body = "\n\n".join(f"## {t}" if k == "heading" else t for k, t in blocks)
+            target.write_text(f"---\ntitle: {json.dumps(title)}\n---\n# {title}\n\n{body}\n", encoding="utf-8")
+        elif kind == "pdf":
+            write_article_pdf(target, title, blocks)
+        elif kind == "docx":
+            document = docx.Document()
+            document.core_properties.title = title
+            for k, t in [("heading", title), *blocks]:
+                document.add_heading(t, level=1) if k == "heading" else document.add_paragraph(t)
+            document.save(str(target))
+        else:
+            target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    lines = []
+    for line in (source / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            question = json.loads(line)
+            question["sources"] = [renamed[s] for s in question["sources"]]
+            lines.append(json.dumps(question, ensure_ascii=False))
+    (folder / "questions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 if __name__ == "__main__":
-    make_mixed(Path(sys.argv[1]), int(sys.argv[2]))
+    if sys.argv[2] == "--from":
+        convert_collection(Path(sys.argv[3]), Path(sys.argv[1]))
+    else:
+        make_mixed(Path(sys.argv[1]), int(sys.argv[2]))

@@ -11,7 +11,7 @@ from qa.indexing import IndexBuilder
 from qa.readers import reader_for
 from qa.service import QAService
 from qa.sources import SourceReader
-from tests.collection import PDF_PAGES, make_collection
+from tests.collection import PDF_PAGES, make_collection, write_article_pdf
 
 MARKUP = re.compile(r"<[a-z/!]|\*\*|`|\]\(|^#|^---|^\s*[-*] |&[a-z]+;", re.MULTILINE)
 
@@ -46,6 +46,20 @@ def test_metadata_comes_from_the_documents_and_sources_toml_wins(collection):
         meta = sources[sid].meta
         for name in ("title", "outlet", "author", "published", "url", "language"):
             assert getattr(meta, name) == stated.get(name), (sid, name)  # never guessed: unstated stays None
+
+
+def test_pdf_lines_are_reflowed_into_sentences_and_headings(tmp_path):
+    long = ("The Ennis Reach virus was isolated on 22 March 2004 at the Provincial Reference Laboratory in "
+            "Calderport by a team led by the virologist Imre Kovač, and its full genome was published in May.")
+    write_article_pdf(tmp_path / "a.pdf", "Corran fever", [("heading", "The pathogen"), ("text", long),
+                                                           ("heading", "Spread"), ("text", "It spread by contact.")])
+    sources, problems = SourceReader().run(tmp_path)
+    assert not problems
+    (pdf,) = sources
+    text = pdf.text
+    assert long in text  # one sentence, not three wrapped lines
+    assert "\n\nThe pathogen\n\n" in text and "\n\nSpread\n\n" in text  # headings stand apart
+    assert "  " not in text
 
 
 def test_pdf_text_is_kept_page_by_page(collection):
