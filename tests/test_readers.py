@@ -76,7 +76,7 @@ def test_each_hostile_file_is_reported_and_the_rest_builds(collection):
     _, _, _, problems = collection
     for name, reason in [("bad/scan.pdf", "no text layer"), ("bad/utf16.txt", "UTF-16"), ("bad/loop.txt", "loop"),
                          ("bad/fake.pdf", "not a PDF"), ("bad/fake.docx", "Word document"),
-                         ("bulk/wire.jsonl#wire-003", "no 'text'")]:
+                         ("bulk/wire.jsonl#wire-003", "no text")]:
         assert reason in problems[name].reason and problems[name].skipped, (name, problems[name])
     assert not problems["bad/escape.html"].skipped and "detected" in problems["bad/escape.html"].reason
     assert len(problems) == 7
@@ -91,6 +91,16 @@ def test_json_records_and_lone_surrogates(tmp_path):
     reasons = {p.file_name: p.reason for p in problems}
     assert "JSON object" in reasons["list.json#record 2"] and "not valid JSON" in reasons["s.jsonl#line 2"]
     assert "U+FFFD" in reasons["s.jsonl#s"]
+
+
+def test_records_exported_by_other_tools_are_read(tmp_path):
+    (tmp_path / "export.jsonl").write_text(
+        json.dumps({"_id": "a1", "body": "The ferry carried 2,300 people.", "title": "Ferry"}) + "\n"
+        + json.dumps({"content": "No id here, but words.", "outlet": "Wire"}) + "\n", encoding="utf-8")
+    sources, problems = SourceReader().run(tmp_path)
+    by_id = {s.id: s for s in sources}
+    assert not problems and by_id["a1"].text == "The ferry carried 2,300 people." and by_id["a1"].meta.title == "Ferry"
+    assert by_id["export-2"].text == "No id here, but words." and by_id["export-2"].meta.outlet == "Wire"
 
 
 def test_unknown_extensions_are_read_as_text_and_binary_refused(tmp_path):
