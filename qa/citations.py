@@ -50,8 +50,8 @@ def citation_json(c: Citation) -> dict:
     }
 
 
-def plain_citation(c: Citation) -> str:
-    """One line to paste into notes: the quote, then outlet, title, date and url where known."""
+def citation_parts(c: Citation) -> list[str]:
+    """Who said it where: outlet, author, title, date, page, url (what is known), and the span."""
     meta = c.source
     parts = [p for p in (meta.outlet, meta.author if meta.author != meta.outlet else None, meta.title) if p]
     parts.append(meta.published or "n.d.")
@@ -59,4 +59,11 @@ def plain_citation(c: Citation) -> str:
         parts.append(f"p. {c.highlight_page}")
     if meta.url:
         parts.append(meta.url)
-    return f"“{c.highlight_text}” — {', '.join(parts)} [{meta.id}, chars {c.highlight[0]}–{c.highlight[1]}]"
+    parts.append(f"[{meta.id}, chars {c.highlight[0]}–{c.highlight[1]}]")
+    return parts
+
+
+def plain_citation(c: Citation) -> str:
+    """One line to paste into notes: the quote, then outlet, title, date and url where known."""
+    *parts, span = citation_parts(c)
+    return f"“{c.highlight_text}” — {', '.join(parts)} {span}"

@@ -80,6 +80,7 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     index_version: str = ""
     confidence: float = 0.0  # what `answered` thresholds
+    pool: tuple[int, ...] = ()  # chunk positions of the question's candidates (where corroboration looks)
 
 
 @dataclass(frozen=True)
