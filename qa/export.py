@@ -16,10 +16,11 @@ import io
 import re
 
 from qa.citations import citation_parts
-from qa.data import Citation
+from qa.data import Citation, Report
 
 CSV_COLUMNS = ("rank", "source_id", "outlet", "title", "author", "published", "url", "start", "end", "page",
-               "highlight_start", "highlight_end", "highlight_page", "highlight", "passage", "score", "relevance")
+               "highlight_start", "highlight_end", "highlight_page", "highlight", "passage", "score", "relevance",
+               "sources_agreeing", "corroborated_by", "disputed_by")
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 
@@ -30,7 +31,15 @@ def _row(c: Citation) -> dict:
         "published": meta.published, "url": meta.url, "start": c.span[0], "end": c.span[1], "page": c.page,
         "highlight_start": c.highlight[0], "highlight_end": c.highlight[1], "highlight_page": c.highlight_page,
         "highlight": c.highlight_text, "passage": c.text, "score": c.score, "relevance": c.relevance,
+        "sources_agreeing": c.sources_agreeing,
+        "corroborated_by": _spans(c.corroborated_by),
+        "disputed_by": _spans(c.disputed_by),
     }
+
+
+def _spans(reports: tuple[Report, ...]) -> str:
+    """Where each other source says it: `<id> chars <start>-<end>`, separated by `; `."""
+    return "; ".join(f"{r.source.id} chars {r.span[0]}-{r.span[1]}" for r in reports)
 
 
 def citations_csv(citations: list[Citation]) -> str:
@@ -52,5 +61,9 @@ def citations_markdown(question: str, citations: list[Citation]) -> str:
     for c in citations:
         lines.append(f"{c.rank}. “{_md(c.highlight_text)}” — {_md(', '.join(citation_parts(c)))}")
         lines.append(f"   > {_md(c.text)}")
+        for label, reports in (("Also reported by", c.corroborated_by), ("Reported differently by", c.disputed_by)):
+            if reports:
+                lines.append(f"   {label}: " + "; ".join(f"{_md(r.source.outlet or r.source.id)} “{_md(r.text)}” "
+                                                         f"{_md(f'[{r.source.id}, chars {r.span[0]}–{r.span[1]}]')}" for r in reports))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -22,6 +22,7 @@ from typing import Iterator
 
 from qa.citations import cite, citation_json, source_json
 from qa.config import Settings
+from qa.corroboration import Corroborator
 from qa.data import Answer, Citation
 from qa.embedding import Embedder, ModelError
 from qa.filters import Scope, Selection
@@ -34,6 +35,7 @@ from qa import versions
 
 RETRY_SECONDS = 10  # a version that failed to load is tried again after this (a Chroma server may be back)
 LOAD_WAIT_SECONDS = 60  # a request waits this long for another thread's load before using what it has
+FOLD_FETCH = 2  # passages retrieved per result asked for: room for the ones folded under an earlier fact
 
 
 class ServiceUnavailable(Exception):
@@ -54,6 +56,7 @@ class QAService:
         self.settings = settings
         self.embedder = embedder or Embedder(settings.model_path)
         self.retriever = retriever or Retriever(self.embedder)
+        self.corroborator = Corroborator()
         self._index: LoadedIndex | None = None
         self._retired: dict[str, LoadedIndex] = {}  # replaced versions requests still hold
         self._users: dict[str, int] = {}  # version -> requests holding it
@@ -156,10 +159,11 @@ class QAService:
         """Raises FilterError when the filter names ids or outlets this index version does not hold."""
         with self.holding() as index:
             selection = scope.select(index.sources) if scope.active else None
-            try:
-                answer = self.retriever.run(index, question, k, scope=selection)
+            try:  # twice k, so that k distinct facts remain once repeats are folded
+                answer = self.retriever.run(index, question, FOLD_FETCH * k, scope=selection)
             except (StoreError, RankerError) as err:  # the Chroma server is down, the model file unusable: a 503 saying so
                 raise ServiceUnavailable(str(err)) from err
+            answer = self.corroborator.run(index, answer, k)
             return Asked(answer, cite(index, answer), selection)
 
     def ask(self, question: str, k: int, scope: Scope = Scope()) -> dict:

@@ -11,6 +11,7 @@ from flask import Blueprint, abort, current_app, render_template, request, url_f
 
 from qa.api import DEFAULT_K, MAX_K, ApiError, validate_question
 from qa.citations import plain_citation
+from qa.data import Report
 from qa.filters import FilterError, scope_from_query
 from qa.service import QAService, ServiceUnavailable
 
@@ -55,6 +56,13 @@ def _choices(args) -> dict:
     }
 
 
+def _report_link(r: Report) -> dict:
+    """Another source's sentence about the same fact, linked to its marked span like any citation."""
+    return {"r": r, "label": r.source.outlet or r.source.title or r.source.id,
+            "href": url_for("web.source_page", source_id=r.source.id, s=r.span[0], e=r.span[1],
+                            hs=r.span[0], he=r.span[1]) + "#cited"}
+
+
 def _csv_href(question: str, k: int, args) -> str:
     """The same question and filter as a CSV download from the API."""
     pairs = [("q", question), ("k", k)] + [(f, v) for f in ("sources", "outlets", "published_after", "published_before")
@@ -82,6 +90,8 @@ def home():
                     "plain": plain_citation(c),
                     "href": url_for("web.source_page", source_id=c.source.id, s=c.span[0], e=c.span[1],
                                     hs=c.highlight[0], he=c.highlight[1]) + "#cited",
+                    "also": [_report_link(r) for r in c.corroborated_by],
+                    "differently": [_report_link(r) for r in c.disputed_by],
                 }
                 for c in asked.citations
             ]
