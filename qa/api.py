@@ -13,6 +13,7 @@ from qa.export import citations_csv
 from qa.filters import FilterError, Scope, parse_scope, scope_from_query
 from qa.indexing import BuildBusy, IndexBuilder, SourcesMismatch
 from qa.openapi import openapi_document
+from qa.recency import SORTS, Sort
 from qa.service import QAService, ServiceUnavailable
 
 MAX_QUESTION_CHARS = 1000
@@ -65,13 +66,21 @@ FILTER_FIELDS = ("sources", "outlets", "published_after", "published_before")
 FORMATS = ("json", "csv")
 
 
-def _answer(question, k, scope: Scope):
-    return _service().answer(validate_question(question), validate_k(k), scope)
+def validate_sort(value) -> Sort:
+    if value is None:
+        return "relevance"
+    if value not in SORTS:
+        raise ApiError(400, "invalid_sort", f"'sort' must be one of {', '.join(SORTS)}, not {str(value)[:20]!r}")
+    return value
+
+
+def _answer(question, k, scope: Scope, sort):
+    return _service().answer(validate_question(question), validate_k(k), scope, validate_sort(sort))
 
 
 @api.get("/ask")
 def ask_get():
-    unknown = set(request.args) - {"q", "k", "format", *FILTER_FIELDS}
+    unknown = set(request.args) - {"q", "k", "sort", "format", *FILTER_FIELDS}
     if unknown:
         raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     k = request.args.get("k")
@@ -84,7 +93,7 @@ def ask_get():
     if output not in FORMATS:
         raise ApiError(400, "invalid_format", f"'format' must be one of {', '.join(FORMATS)}, not {output[:20]!r}")
     started = time.perf_counter()
-    asked = _answer(request.args.get("q"), k, scope_from_query(request.args))
+    asked = _answer(request.args.get("q"), k, scope_from_query(request.args), request.args.get("sort"))
     if output == "csv":
         return Response(citations_csv(asked.citations), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="citations.csv"'})
@@ -96,12 +105,12 @@ def ask_post():
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", 'the request body must be a JSON object such as {"question": "...", "k": 5}')
-    unknown = set(body) - {"question", "k", *FILTER_FIELDS}
+    unknown = set(body) - {"question", "k", "sort", *FILTER_FIELDS}
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
     started = time.perf_counter()
     scope = parse_scope(**{f: body.get(f) for f in FILTER_FIELDS})
-    return jsonify(QAService.response(_answer(body.get("question"), body.get("k"), scope), started))
+    return jsonify(QAService.response(_answer(body.get("question"), body.get("k"), scope, body.get("sort")), started))
 
 
 @api.get("/sources")

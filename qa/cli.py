@@ -78,8 +78,10 @@ def index(sources_dir, index_dir, full, watch, wait):
 @click.option("--format", "output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
               help="text for reading, the API's JSON response, or Markdown citations ready to paste")
 @click.option("--json", "as_json", is_flag=True, help="same as --format json")
+@click.option("--sort", type=click.Choice(["relevance", "newest"]), default="relevance", show_default=True,
+              help="order of the results: relevance, or newest source first")
 @INDEX_OPTION
-def ask(question, k, output, as_json, index_dir):
+def ask(question, k, output, as_json, sort, index_dir):
     """Ask QUESTION; print the passages that answer it with their citations."""
     import time
 
@@ -91,7 +93,7 @@ def ask(question, k, output, as_json, index_dir):
     started = time.perf_counter()
     try:
         question = validate_question(question)
-        asked = QAService(_settings(index_dir=index_dir)).answer(question, k)
+        asked = QAService(_settings(index_dir=index_dir)).answer(question, k, sort=sort)
     except ApiError as err:
         _fail(err.message, 2)
     except (ServiceUnavailable, ModelError) as err:
@@ -204,7 +206,8 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
             gold = [q for q in ev.load_questions(Path(questions)) if chosen in (None, q.split)]
             if not gold:
                 raise ev.QuestionsError(f"{questions} has no questions in the {split} split")
-            report = ev.Evaluator(_settings(index_dir=index_dir), url=url).run(gold)
+            seeds = Path(questions) == ev.seeds_collection().questions  # the labelled pairs are the seeds'
+            report = ev.Evaluator(_settings(index_dir=index_dir), url=url, collection=ev.SEEDS_COLLECTION if seeds else None).run(gold)
             text = ev.format_table(report)
     except _eval_errors() as err:
         _fail(str(err))

@@ -1,7 +1,7 @@
 """Measure retrieval on gold question sets, with baselines and ablations side by side in one run.
 
 Configurations: the shipped hybrid, each of its signal groups switched off (`-constraints`,
-`-coverage`, …), dense only, BM25 only (all on the built index, through the same `Retriever` the
+`-coverage`, …), without the recency preference (`-recency`), dense only, BM25 only (all on the built index, through the same `Retriever` the
 API uses), and a naive baseline a user would otherwise build: fixed 1000-character chunks with
 200 overlap, dense top-k, no abstention. With `url`, the shipped configuration is measured
 through a running service's `/api/ask` instead.
@@ -37,11 +37,12 @@ from qa.corroboration import Corroborator
 from qa.embedding import Embedder
 from qa.indexing import IndexBuilder, LoadedIndex, load_index
 from qa.ranker import RankerModel
+from qa.recency import prefer_recent
 from qa.retrieval import SIGNALS, Retriever
 
 DEPTH = 10  # passages fetched per question: MRR@10 needs ten
 ABLATIONS = tuple(f"-{group}" for group in SIGNALS)
-CONFIGS = ("hybrid", *ABLATIONS, "dense", "bm25", "naive")
+CONFIGS = ("hybrid", *ABLATIONS, "-recency", "dense", "bm25", "naive")
 SPLITS = ("dev", "test")
 SEEDS_COLLECTION = "seeds"
 NAIVE_CHARS, NAIVE_OVERLAP = 1000, 200
@@ -295,7 +296,7 @@ class Evaluator:
     configs: tuple[str, ...] = CONFIGS
     embedder: Embedder | None = None
     model: RankerModel | None = None  # default: the shipped one
-    collection: str = SEEDS_COLLECTION  # whose labelled corroboration pairs are scored
+    collection: str | None = None  # whose labelled corroboration pairs are scored (None: none)
     pairs_file: Path = PAIRS_FILE
 
     def run(self, questions: list[Question]) -> dict:
@@ -306,7 +307,8 @@ class Evaluator:
             self.embedder = self.embedder or Embedder(self.settings.model_path)
             with closing(load_index(self.settings)) as index:
                 outcomes = self.outcomes(questions, index)
-                corroboration_report = pair_precision(load_pairs(self.pairs_file, self.collection), index, self.embedder)
+                pairs = load_pairs(self.pairs_file, self.collection) if self.collection else []
+                corroboration_report = pair_precision(pairs, index, self.embedder)
         table = {name: score(out, has_highlight=name != "naive") for name, out in outcomes.items()}
         if corroboration_report:
             table["hybrid"]["pair_precision"] = corroboration_report["pair_precision"]
@@ -352,8 +354,10 @@ class Evaluator:
             if config in ("dense", "bm25"):
                 retriever = Retriever(embedder, mode=config, model=model)
             else:
-                retriever = Retriever(embedder, model=model, disabled=frozenset({config.removeprefix("-")}) - {"hybrid"})
-            outcomes[config] = [self._timed(q, lambda q: self._retrieve(retriever, index, q, config == "hybrid")) for q in questions]
+                retriever = Retriever(embedder, model=model, disabled=frozenset({config.removeprefix("-")}) - {"hybrid", "recency"})
+            recency = config not in ("dense", "bm25", "-recency")  # the shipped order, its ablations included
+            outcomes[config] = [self._timed(q, lambda q: self._retrieve(retriever, index, q, recency, config == "hybrid"))
+                                for q in questions]
         return outcomes
 
     @staticmethod
@@ -363,10 +367,12 @@ class Evaluator:
         return Outcome(question, passages, answered, relevance, time.perf_counter() - started, *group)
 
     @staticmethod
-    def _retrieve(retriever: Retriever, index: LoadedIndex, q: Question, corroborate: bool = False):
-        """The ranked passages before folding (what the ranking metrics score) and, with `corroborate`,
-        the top result's group once repeats are folded and corroboration found (what the service shows)."""
+    def _retrieve(retriever: Retriever, index: LoadedIndex, q: Question, recency: bool = False, corroborate: bool = False):
+        """The ranked passages (newer first among equals when the question asks for the latest, with
+        `recency`) before folding, which the ranking metrics score; with `corroborate`, the top
+        result's group once repeats are folded and corroboration found (what the service shows)."""
         answer = retriever.run(index, q.question, DEPTH)
+        answer = prefer_recent(index, answer) if recency else answer
         passages = [
             Passage(h.chunk.text, h.chunk.source_id, index.sources[h.chunk.source_id].text[h.highlight[0] : h.highlight[1]])
             for h in answer.hits
@@ -432,7 +438,7 @@ def format_table(report: dict, failures: bool = True) -> str:
     lines.append("* shipped configuration; -x: shipped with signal group x switched off")
     t = report["threshold"]
     lines.append(f"abstain threshold: current {t['current']}; highest with ≤5% false abstention on this set: {t['suggested']}")
-    if c := report.get("corroboration"):
+    if (c := report.get("corroboration")) and c["pairs"]:
         lines.append(f"corroboration: group@1 over questions answered in ≥2 gold sources; pair_precision over "
                      f"{c['pairs_listed']} listed of {c['pairs']} labelled pairs (recall {c['pair_recall']})")
     if failures and report["failures"]:

@@ -22,6 +22,7 @@ def _ok(schema_ref: str, description: str) -> dict:
 def openapi_document() -> dict:
     from qa.api import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
     from qa.filters import MAX_VALUE_CHARS, MAX_VALUES
+    from qa.recency import SORTS
 
     question = {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS, "pattern": NOT_BLANK}
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K}
@@ -47,6 +48,8 @@ def openapi_document() -> dict:
         "published_after": {**iso_date, "description": "inclusive; sources without a date are left out"},
         "published_before": {**iso_date, "description": "inclusive; sources without a date are left out"},
     }
+    sort = {"type": "string", "enum": list(SORTS), "default": "relevance",
+            "description": "relevance, or the same results newest source first (undated last)"}
     filter_parameters = [{"name": name, "in": "query", "required": False, "schema": schema,
                           **({"style": "form", "explode": True} if schema["type"] == "array" else {})}
                          for name, schema in filters.items()]
@@ -69,6 +72,7 @@ def openapi_document() -> dict:
                         {"name": "q", "in": "query", "required": True, "schema": question},
                         {"name": "k", "in": "query", "required": False, "schema": k},
                         *filter_parameters,
+                        {"name": "sort", "in": "query", "required": False, "schema": sort},
                         {"name": "format", "in": "query", "required": False,
                          "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
                     ],
@@ -83,7 +87,7 @@ def openapi_document() -> dict:
                         "required": True,
                         "content": {"application/json": {"schema": {
                             "type": "object", "required": ["question"], "additionalProperties": False,
-                            "properties": {"question": question, "k": k, **filters},
+                            "properties": {"question": question, "k": k, "sort": sort, **filters},
                         }}},
                     },
                     "responses": {"200": _ok("AskResponse", "Ranked passages"), "400": ERROR, "413": ERROR, "503": ERROR},

@@ -28,6 +28,7 @@ from qa.embedding import Embedder, ModelError
 from qa.filters import Scope, Selection
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
 from qa.ranker import RankerError
+from qa.recency import Sort, newest_first, prefer_recent
 from qa.retrieval import Retriever
 from qa.store import StoreError
 from qa import versions
@@ -155,7 +156,7 @@ class QAService:
             status["warning"] = versions.lease_errors[self.settings.index_dir.resolve()]
         return status
 
-    def answer(self, question: str, k: int, scope: Scope = Scope()) -> Asked:
+    def answer(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> Asked:
         """Raises FilterError when the filter names ids or outlets this index version does not hold."""
         with self.holding() as index:
             selection = scope.select(index.sources) if scope.active else None
@@ -163,13 +164,15 @@ class QAService:
                 answer = self.retriever.run(index, question, FOLD_FETCH * k, scope=selection)
             except (StoreError, RankerError) as err:  # the Chroma server is down, the model file unusable: a 503 saying so
                 raise ServiceUnavailable(str(err)) from err
-            answer = self.corroborator.run(index, answer, k)
+            answer = self.corroborator.run(index, prefer_recent(index, answer), k)
+            if sort == "newest":
+                answer = newest_first(index, answer)
             return Asked(answer, cite(index, answer), selection)
 
-    def ask(self, question: str, k: int, scope: Scope = Scope()) -> dict:
+    def ask(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> dict:
         """The API's response for one question."""
         started = time.perf_counter()
-        return self.response(self.answer(question, k, scope), started)
+        return self.response(self.answer(question, k, scope, sort), started)
 
     @staticmethod
     def response(asked: Asked, started: float) -> dict:

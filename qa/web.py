@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, abort, current_app, render_template, request, url_for
 
-from qa.api import DEFAULT_K, MAX_K, ApiError, validate_question
+from qa.api import DEFAULT_K, MAX_K, ApiError, validate_question, validate_sort
 from qa.citations import plain_citation
 from qa.data import Report
 from qa.filters import FilterError, scope_from_query
+from qa.recency import SORTS
 from qa.service import QAService, ServiceUnavailable
 
 web = Blueprint("web", __name__)
@@ -53,6 +54,8 @@ def _choices(args) -> dict:
         "chosen_sources": set(args.getlist("sources")),
         "published_after": args.get("published_after", ""),
         "published_before": args.get("published_before", ""),
+        "sort": args.get("sort", "relevance"),
+        "sorts": SORTS,
     }
 
 
@@ -65,7 +68,7 @@ def _report_link(r: Report) -> dict:
 
 def _csv_href(question: str, k: int, args) -> str:
     """The same question and filter as a CSV download from the API."""
-    pairs = [("q", question), ("k", k)] + [(f, v) for f in ("sources", "outlets", "published_after", "published_before")
+    pairs = [("q", question), ("k", k)] + [(f, v) for f in ("sources", "outlets", "published_after", "published_before", "sort")
                                            for v in args.getlist(f) if v.strip()]
     return url_for("api.ask_get") + "?" + urlencode(pairs + [("format", "csv")])
 
@@ -79,7 +82,8 @@ def home():
                "filters": _choices(request.args), "scope": None, "csv_href": None}
     if raw is not None:
         try:
-            asked = _service().answer(validate_question(raw), k, scope_from_query(request.args))
+            asked = _service().answer(validate_question(raw), k, scope_from_query(request.args),
+                                      validate_sort(request.args.get("sort")))
             context["answered"] = asked.answer.answered
             context["scope"] = asked.selection
             context["csv_href"] = _csv_href(raw.strip(), k, request.args)

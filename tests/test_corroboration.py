@@ -2,7 +2,7 @@
 import pytest
 
 from qa.evaluation import PAIRS_FILE, build_collection_index, discover_collections, load_pairs, pair_precision
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_client, small_collection
 
 
 def _check_report(client, report: dict, needle: str) -> None:
@@ -30,33 +30,19 @@ def test_a_seed_fact_from_one_source_stands_alone(client):
 
 
 BRIDGE = {
-    "harbour": ("Harbour Post", "The Lindqvist bridge, opened on 12 March 2024, now carries 41,000 vehicles a day, the city's transport office said."),
-    "valley": ("Valley Courier", "According to the city's transport office, the Lindqvist bridge, opened on 12 March 2024, now carries 41,000 vehicles a day."),
-    "coast": ("Coast Daily", "The Lindqvist bridge, opened on 12 March 2024, now carries 47,000 vehicles a day, the city's transport office said."),
-    "planners": ("Planning Weekly", "Planners expect the Lindqvist bridge to carry 41,000 vehicles a day once the ring road opens."),
-    "old": ("Harbour Post", "In 2023 the old Lindqvist ferry carried 9,000 vehicles a day across the Arne river."),
-    "tolls": ("Valley Courier", "Tolls on the Lindqvist bridge were scrapped in June after a council vote."),
+    "harbour": ("Harbour Post", None, "The Lindqvist bridge, opened on 12 March 2024, now carries 41,000 vehicles a day, the city's transport office said."),
+    "valley": ("Valley Courier", None, "According to the city's transport office, the Lindqvist bridge, opened on 12 March 2024, now carries 41,000 vehicles a day."),
+    "coast": ("Coast Daily", None, "The Lindqvist bridge, opened on 12 March 2024, now carries 47,000 vehicles a day, the city's transport office said."),
+    "planners": ("Planning Weekly", None, "Planners expect the Lindqvist bridge to carry 41,000 vehicles a day once the ring road opens."),
+    "old": ("Harbour Post", None, "In 2023 the old Lindqvist ferry carried 9,000 vehicles a day across the Arne river."),
+    "tolls": ("Valley Courier", None, "Tolls on the Lindqvist bridge were scrapped in June after a council vote."),
 }
 
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory, embedder):
     """A test client over six short reports: two agree on a figure, one states another, one forecasts it."""
-    from qa.app import create_app
-    from qa.config import Settings
-    from qa.indexing import IndexBuilder
-    from qa.service import QAService
-
-    folder = tmp_path_factory.mktemp("bridge")
-    toml = []
-    for name, (outlet, text) in BRIDGE.items():
-        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
-        toml.append(f'[{name}]\noutlet = "{outlet}"\n')
-    (folder / "sources.toml").write_text("\n".join(toml), encoding="utf-8")
-    settings = Settings.from_env({"sources_dir": folder, "index_dir": folder.parent / "bridge-index"})
-    IndexBuilder(settings, embedder=embedder).run()
-    return create_app({"sources_dir": folder, "index_dir": settings.index_dir},
-                      service=QAService(settings, embedder=embedder)).test_client()
+    return app_client(small_collection(tmp_path_factory.mktemp("bridge"), BRIDGE, embedder), embedder)
 
 
 def test_outlets_that_disagree_on_a_number_are_listed_as_disputing(bridge):

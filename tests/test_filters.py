@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import QA
+from tests.conftest import QA, small_collection
 
 ENACTED = "When did Maduro enact the treaty law?"
 TRIBUNE = "000_e482c1b658f3b19c"  # the best passage for ENACTED; the only seed from the Orinoco Tribune
@@ -43,23 +43,15 @@ def test_a_date_filter_leaves_out_undated_sources_and_says_how_many(client):
 @pytest.fixture(scope="module")
 def dated(tmp_path_factory, embedder):
     """Three outlets reporting one figure on different dates, and one undated report."""
-    from qa.config import Settings
-    from qa.indexing import IndexBuilder, load_index
+    from qa.indexing import load_index
 
-    folder = tmp_path_factory.mktemp("dated")
     reports = {
         "early": ("Harbour Post", "2024-02-01", "The Lindqvist bridge over the Arne river carried 41,000 vehicles a day in its first month."),
         "middle": ("Valley Courier", "2024-06-15", "Traffic on the Lindqvist bridge reached 43,500 vehicles a day by June, the city said."),
         "late": ("Coast Daily", "2025-01-20", "The Lindqvist bridge now carries 47,200 vehicles a day, a year after it opened."),
         "undated": ("Coast Daily", None, "Engineers inspected the Lindqvist bridge cables after a storm."),
     }
-    toml = []
-    for name, (outlet, published, text) in reports.items():
-        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
-        toml.append(f'[{name}]\noutlet = "{outlet}"\n' + (f'published = "{published}"\n' if published else ""))
-    (folder / "sources.toml").write_text("\n".join(toml), encoding="utf-8")
-    settings = Settings.from_env({"sources_dir": folder, "index_dir": folder.parent / "dated-index"})
-    IndexBuilder(settings, embedder=embedder).run()
+    settings = small_collection(tmp_path_factory.mktemp("dated"), reports, embedder)
     index = load_index(settings)
     yield settings, index
     index.close()
@@ -102,7 +94,8 @@ def test_bad_filters_get_a_400_naming_the_problem(client, body, code):
 
 
 @pytest.mark.parametrize("query,code", [("outlets=Nowhere", "unknown_outlet"), ("published_after=yesterday", "invalid_date"),
-                                        ("format=xml", "invalid_format"), ("sort=x&sources=a", "unknown_parameter")])
+                                        ("format=xml", "invalid_format"), ("sort=oldest", "invalid_sort"),
+                                        ("order=newest", "unknown_parameter")])
 def test_bad_filters_in_the_query_string_get_a_400(client, query, code):
     response = client.get(f"/api/ask?q={ENACTED}&{query}")
     assert response.status_code == 400 and response.get_json()["error"]["code"] == code
