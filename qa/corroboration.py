@@ -107,24 +107,25 @@ class Corroborator:
     those that repeat an earlier hit's fact folded under it."""
 
     def run(self, index: LoadedIndex, answer: Answer, k: int) -> Answer:
+        """The first `k` hits that state distinct facts, each with its corroborating and disputing sentences."""
         if not answer.hits:
             return answer
         rows, owners, spans = self._candidates(index, answer.pool)
         vectors = index.sentence_vectors
-        marked_rows = np.array([self._row(index, h) for h in answer.hits], dtype=np.int64)
-        similarity = vectors[rows] @ vectors[marked_rows].T  # (candidates, hits)
-        texts = {(s, span): index.sources[s].text[span[0]:span[1]] for s, span in zip(owners, spans)}
-        names = {n for text in texts.values() for n in read(text).anchors if not n.startswith("quote:")}
-        rare = frozenset(n for n, idf in zip(names, index.lexical.idf(list(names))) if idf >= RARE_NAME_IDF) if names else frozenset()
-        slot = {(s, span): i for i, (s, span) in enumerate(zip(owners, spans))}
+        similarity = vectors[rows] @ vectors[[self._row(index, h) for h in answer.hits]].T  # (candidates, hits)
+        # Only sentences close enough to some hit are read (each hit's own sentence among them, at 1.0).
+        near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
+        slot = {(owners[c], spans[c]): int(c) for c in near}
+        reading = {int(c): read(index.sources[owners[c]].text[spans[c][0]:spans[c][1]]) for c in near}
+        names = sorted({n for r in reading.values() for n in r.anchors if not n.startswith("quote:")})
+        rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= RARE_NAME_IDF) if names else frozenset()
+        marked = [slot[(h.chunk.source_id, h.highlight)] for h in answer.hits]
 
         kept: list[int] = []
         for j, hit in enumerate(answer.hits):
-            mine = read(texts[(hit.chunk.source_id, hit.highlight)])
-            here = slot[(hit.chunk.source_id, hit.highlight)]
             if any(answer.hits[i].chunk.source_id != hit.chunk.source_id
-                   and relation(read(texts[(answer.hits[i].chunk.source_id, answer.hits[i].highlight)]), mine,
-                                float(similarity[here, i]), rare) == "agrees" for i in kept):
+                   and relation(reading[marked[i]], reading[marked[j]], float(similarity[marked[j], i]), rare) == "agrees"
+                   for i in kept):
                 continue  # the same fact as a result already shown, from another source: folded under it
             kept.append(j)
             if len(kept) == k:
@@ -133,16 +134,14 @@ class Corroborator:
         hits = []
         for j in kept:
             hit = answer.hits[j]
-            marked = read(texts[(hit.chunk.source_id, hit.highlight)])
             best: dict[tuple[str, Relation], Support] = {}
-            for c in np.flatnonzero(similarity[:, j] >= FIGURE_SIMILARITY):
-                source = owners[c]
-                if source == hit.chunk.source_id:
+            for c in near[similarity[near, j] >= FIGURE_SIMILARITY]:
+                if owners[c] == hit.chunk.source_id:
                     continue
-                found = relation(marked, read(texts[(source, spans[c])]), float(similarity[c, j]), rare)
-                key = (source, found)
+                found = relation(reading[marked[j]], reading[int(c)], float(similarity[c, j]), rare)
+                key = (owners[c], found)
                 if found and (key not in best or best[key].similarity < similarity[c, j]):
-                    best[key] = Support(source, spans[c], round(float(similarity[c, j]), 4))
+                    best[key] = Support(owners[c], spans[c], round(float(similarity[c, j]), 4))
             agreeing = {s for s, r in best if r == "agrees"}
             hits.append(replace(
                 hit,
