@@ -206,7 +206,7 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
             gold = [q for q in ev.load_questions(Path(questions)) if chosen in (None, q.split)]
             if not gold:
                 raise ev.QuestionsError(f"{questions} has no questions in the {split} split")
-            seeds = Path(questions) == ev.seeds_collection().questions  # the labelled pairs are the seeds'
+            seeds = Path(questions).resolve() == ev.seeds_collection().questions.resolve()  # whose labelled pairs to score
             report = ev.Evaluator(_settings(index_dir=index_dir), url=url, collection=ev.SEEDS_COLLECTION if seeds else None).run(gold)
             text = ev.format_table(report)
     except _eval_errors() as err:
