@@ -1,14 +1,13 @@
 """Corroboration: which other sources state the fact a result's marked sentence states, and which
 report it with another figure; results that only repeat a fact already shown are folded under it.
 
-Two sentences from different sources state *the same fact* when their meaning is close (cosine of
-their stored sentence vectors at least `AGREE_SIMILARITY`), they hold no conflicting figure, and
-they share what makes the fact specific: a date, number or quoted phrase of the marked sentence
-(`qa.signals` reads them, normalised: "Oct. 7" = "7 October"), or — when it states none — a rare
-name (a capitalised word few passages of the collection use: "Roy Daza", not "Venezuela").
-A sentence that shares such an anchor but states another date or number of the same kind is
-*reported differently* (`disputed_by`). Another year, quarter or ordinal means another event
-("the 2019 race" vs "the 2022 race"), which is neither.
+Two sentences from different sources state *the same fact* when they state the same dates and
+numbers (`qa.signals` reads them, normalised: "Oct. 7" = "7 October"), no other year, quarter or
+ordinal (that is another event: "the 2019 race" vs "the 2022 race"), neither is a forecast or claim
+unless both are, and their stored sentence vectors are close: `FIGURE_SIMILARITY` when they share a
+date, `WEAK_SIMILARITY` (a near-paraphrase) when they share only quantities, or, stating no figure,
+only a rare name ("Roy Daza", not "Venezuela") or a quoted phrase. A near-paraphrase about the same
+subject with another date or number of a kind both state is *reported differently* (`disputed_by`).
 
 Other sources' sentences are searched among the question's pooled candidates (`Answer.pool`): a
 sentence stating the same fact answers the same question, so the pool holds it, and no request
@@ -47,6 +46,7 @@ WEAK_SIMILARITY = 0.8
 DISPUTE_SIMILARITY = 0.85
 # A forecast, hope, plan or claim is not a report of the fact: "analysts expect $412 million" does
 # not corroborate "sales climbed to $412 million", nor "aims to keep closures below 12 days" "fell to 12 days".
+# Lower case only: a capitalised "May" is the month.
 HEDGE = re.compile(r"\b(?:expect(?:s|ed)?|could|may|might|will|would|aim(?:s|ed)?|hope(?:s|d)?|plan(?:s|ned)?|"
                    r"forecast(?:s)?|predict(?:s|ed)?|estimate(?:s|d)?|consensus|preview|argue(?:s|d)?|likely|set to|due to)\b")
 # A name is an anchor only when few passages use it: idf >= 1.9 is fewer than about one passage
