@@ -109,7 +109,7 @@ class Scope:
         if self.outlets is not None:
             known = {s.meta.outlet.casefold() for s in sources.values() if s.meta.outlet}
             outlets = {o.casefold() for o in self.outlets}
-            if unknown := outlets - known:
+            if unknown := {o for o in self.outlets if o.casefold() not in known}:
                 raise FilterError("unknown_outlet", f"no source from outlet(s) {', '.join(map(repr, sorted(unknown)[:5]))}; "
                                                     "GET /api/sources lists the outlets")
         dated = self.published_after is not None or self.published_before is not None
