@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import replace
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from qa.embedding import ModelError
+from qa.export import citations_csv
+from qa.filters import FilterError, Scope, parse_scope, scope_from_query
 from qa.indexing import BuildBusy, IndexBuilder, SourcesMismatch
 from qa.openapi import openapi_document
+from qa.recency import SORTS, Sort
 from qa.service import QAService, ServiceUnavailable
 
 MAX_QUESTION_CHARS = 1000
@@ -58,14 +62,25 @@ def validate_k(value) -> int:
     return value
 
 
-def _ask(question, k):
-    question, k = validate_question(question), validate_k(k)
-    return jsonify(_service().ask(question, k))
+FILTER_FIELDS = ("sources", "outlets", "published_after", "published_before")
+FORMATS = ("json", "csv")
+
+
+def validate_sort(value) -> Sort:
+    if value is None:
+        return "relevance"
+    if value not in SORTS:
+        raise ApiError(400, "invalid_sort", f"'sort' must be one of {', '.join(SORTS)}, not {str(value)[:20]!r}")
+    return value
+
+
+def _answer(question, k, scope: Scope, sort):
+    return _service().answer(validate_question(question), validate_k(k), scope, validate_sort(sort))
 
 
 @api.get("/ask")
 def ask_get():
-    unknown = set(request.args) - {"q", "k"}
+    unknown = set(request.args) - {"q", "k", "sort", "format", *FILTER_FIELDS}
     if unknown:
         raise ApiError(400, "unknown_parameter", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     k = request.args.get("k")
@@ -74,7 +89,15 @@ def ask_get():
             raise ApiError(400, "invalid_type", f"'k' must be a whole number from 1 to {MAX_K}, not {k[:20]!r}")
         digits = k.lstrip("0")
         k = int(digits or "0") if len(digits) <= 3 else MAX_K + 1  # a 5,000-digit k is out of range, not parsed
-    return _ask(request.args.get("q"), k)
+    output = request.args.get("format", "json")
+    if output not in FORMATS:
+        raise ApiError(400, "invalid_format", f"'format' must be one of {', '.join(FORMATS)}, not {output[:20]!r}")
+    started = time.perf_counter()
+    asked = _answer(request.args.get("q"), k, scope_from_query(request.args), request.args.get("sort"))
+    if output == "csv":
+        return Response(citations_csv(asked.citations), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="citations.csv"'})
+    return jsonify(QAService.response(asked, started))
 
 
 @api.post("/ask")
@@ -82,10 +105,12 @@ def ask_post():
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", 'the request body must be a JSON object such as {"question": "...", "k": 5}')
-    unknown = set(body) - {"question", "k"}
+    unknown = set(body) - {"question", "k", "sort", *FILTER_FIELDS}
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
-    return _ask(body.get("question"), body.get("k"))
+    started = time.perf_counter()
+    scope = parse_scope(**{f: body.get(f) for f in FILTER_FIELDS})
+    return jsonify(QAService.response(_answer(body.get("question"), body.get("k"), scope, body.get("sort")), started))
 
 
 @api.get("/sources")
@@ -210,6 +235,11 @@ def _api_error(err: ApiError):
     if err.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+@api.errorhandler(FilterError)
+def _bad_filter(err: FilterError):  # malformed, or naming ids or outlets the index does not hold
+    return error_response(400, err.code, err.message)
 
 
 @api.errorhandler(ServiceUnavailable)

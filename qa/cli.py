@@ -75,35 +75,45 @@ def index(sources_dir, index_dir, full, watch, wait):
 @main.command()
 @click.argument("question")
 @click.option("-k", type=click.IntRange(1, 50), default=5, show_default=True, help="passages to return")
-@click.option("--json", "as_json", is_flag=True, help="print the API's JSON response")
+@click.option("--format", "output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for reading, the API's JSON response, or Markdown citations ready to paste")
+@click.option("--json", "as_json", is_flag=True, help="same as --format json")
+@click.option("--sort", type=click.Choice(["relevance", "newest"]), default="relevance", show_default=True,
+              help="order of the results: relevance, or newest source first")
 @INDEX_OPTION
-def ask(question, k, as_json, index_dir):
+def ask(question, k, output, as_json, sort, index_dir):
     """Ask QUESTION; print the passages that answer it with their citations."""
+    import time
+
     from qa.api import ApiError, validate_question
     from qa.embedding import ModelError
+    from qa.export import citations_markdown
     from qa.service import QAService, ServiceUnavailable
 
+    started = time.perf_counter()
     try:
         question = validate_question(question)
-        response = QAService(_settings(index_dir=index_dir)).ask(question, k)
+        asked = QAService(_settings(index_dir=index_dir)).answer(question, k, sort=sort)
     except ApiError as err:
         _fail(err.message, 2)
     except (ServiceUnavailable, ModelError) as err:
         _fail(str(err))
-    if as_json:
-        click.echo(json.dumps(response, ensure_ascii=False, indent=2))
+    if as_json or output == "json":
+        click.echo(json.dumps(QAService.response(asked, started), ensure_ascii=False, indent=2))
         return
-    if not response["answered"]:
+    if output == "markdown":
+        click.echo(citations_markdown(question, asked.citations), nl=False)
+        return
+    if not asked.answer.answered:
         click.secho("No passage answers this confidently. Closest passages:", fg="yellow")
-    for r in response["results"]:
-        s = r["source"]
-        head = ", ".join(x for x in (s["outlet"], s["title"], s["published"]) if x)
-        click.secho(f"[{r['rank']}] {head or s['id']}  (score {r['score']:.4f})", bold=True)
-        text, h = r["text"], r["highlight"]
-        lo, hi = h["start"] - r["span"]["start"], h["end"] - r["span"]["start"]
-        body = text[:lo] + click.style(text[lo:hi], fg="green", bold=True) + text[hi:]
+    for c in asked.citations:
+        s = c.source
+        head = ", ".join(x for x in (s.outlet, s.title, s.published) if x)
+        click.secho(f"[{c.rank}] {head or s.id}  (score {c.score:.4f})", bold=True)
+        lo, hi = c.highlight[0] - c.span[0], c.highlight[1] - c.span[0]
+        body = c.text[:lo] + click.style(c.text[lo:hi], fg="green", bold=True) + c.text[hi:]
         click.echo(textwrap.indent(body, "    "))
-        click.echo(f"    — {s['id']} chars {r['span']['start']}–{r['span']['end']}\n")
+        click.echo(f"    — {s.id} chars {c.span[0]}–{c.span[1]}\n")
 
 
 @main.command()
@@ -196,7 +206,8 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
             gold = [q for q in ev.load_questions(Path(questions)) if chosen in (None, q.split)]
             if not gold:
                 raise ev.QuestionsError(f"{questions} has no questions in the {split} split")
-            report = ev.Evaluator(_settings(index_dir=index_dir), url=url).run(gold)
+            seeds = Path(questions).resolve() == ev.seeds_collection().questions.resolve()  # whose labelled pairs to score
+            report = ev.Evaluator(_settings(index_dir=index_dir), url=url, collection=ev.SEEDS_COLLECTION if seeds else None).run(gold)
             text = ev.format_table(report)
     except _eval_errors() as err:
         _fail(str(err))

@@ -62,6 +62,15 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Support:
+    """A sentence of another source that states the same fact as a hit's highlight (or another figure for it)."""
+
+    source_id: str
+    span: tuple[int, int]  # absolute offsets of the sentence in its source text
+    similarity: float  # cosine similarity of the two sentences
+
+
+@dataclass(frozen=True)
 class Hit:
     """A retrieved chunk with its fused score and the sentence that best supports the question."""
 
@@ -69,6 +78,8 @@ class Hit:
     score: float
     relevance: float  # cosine similarity of the best sentence to the question
     highlight: tuple[int, int]  # absolute offsets into the source text
+    corroborated_by: tuple[Support, ...] = ()  # best sentence per other source stating the same fact
+    disputed_by: tuple[Support, ...] = ()  # best sentence per other source stating another figure for it
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,18 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     index_version: str = ""
     confidence: float = 0.0  # what `answered` thresholds
+    pool: tuple[int, ...] = ()  # chunk positions of the question's candidates (where corroboration looks)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Another source's sentence about a citation's fact, citable like the citation itself."""
+
+    source: SourceMeta
+    span: tuple[int, int]  # the sentence, absolute offsets in the source's text
+    text: str
+    similarity: float
+    page: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,3 +119,10 @@ class Citation:
     highlight_text: str
     page: int | None = None  # page holding the passage's start (paged formats: PDF)
     highlight_page: int | None = None
+    corroborated_by: tuple[Report, ...] = ()  # other sources stating the marked sentence's fact
+    disputed_by: tuple[Report, ...] = ()  # other sources stating another date or number for it
+
+    @property
+    def sources_agreeing(self) -> int:
+        """This source and every other that states the same fact."""
+        return 1 + len(self.corroborated_by)

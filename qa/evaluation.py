@@ -1,7 +1,7 @@
 """Measure retrieval on gold question sets, with baselines and ablations side by side in one run.
 
 Configurations: the shipped hybrid, each of its signal groups switched off (`-constraints`,
-`-coverage`, …), dense only, BM25 only (all on the built index, through the same `Retriever` the
+`-coverage`, …), without the recency preference (`-recency`), dense only, BM25 only (all on the built index, through the same `Retriever` the
 API uses), and a naive baseline a user would otherwise build: fixed 1000-character chunks with
 200 overlap, dense top-k, no abstention. With `url`, the shipped configuration is measured
 through a running service's `/api/ask` instead.
@@ -25,24 +25,30 @@ import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from qa import corroboration
 from qa.config import Settings
+from qa.corroboration import Corroborator
 from qa.embedding import Embedder
 from qa.indexing import IndexBuilder, LoadedIndex, load_index
 from qa.ranker import RankerModel
+from qa.recency import prefer_recent
 from qa.retrieval import SIGNALS, Retriever
 
 DEPTH = 10  # passages fetched per question: MRR@10 needs ten
 ABLATIONS = tuple(f"-{group}" for group in SIGNALS)
-CONFIGS = ("hybrid", *ABLATIONS, "dense", "bm25", "naive")
+CONFIGS = ("hybrid", *ABLATIONS, "-recency", "dense", "bm25", "naive")
 SPLITS = ("dev", "test")
 SEEDS_COLLECTION = "seeds"
 NAIVE_CHARS, NAIVE_OVERLAP = 1000, 200
-METRICS = ("answer@1", "answer@3", "answer@5", "mrr@10", "source@5", "highlight@1", "abstention", "false_abstention")
+METRICS = ("answer@1", "answer@3", "answer@5", "mrr@10", "source@5", "highlight@1", "abstention", "false_abstention",
+           "group@1", "pair_precision")
+PAIRS_FILE = Path("eval/corroboration_pairs.jsonl")  # hand-labelled sentence pairs, by collection
 
 
 class QuestionsError(Exception):
@@ -74,6 +80,7 @@ class Outcome:
     answered: bool
     confidence: float | None
     seconds: float
+    group: frozenset[str] | None = None  # the top result's source and those corroborating it (shipped config)
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -158,6 +165,10 @@ def score(outcomes: list[Outcome], has_highlight: bool = True) -> dict:
         if has_highlight else None,
         "abstention": mean(not o.answered for o in unanswerable),
         "false_abstention": mean(not o.answered for o in answerable),
+        # Questions answered in two or more gold sources: every one of them in the top result's group.
+        "group@1": mean(set(o.question.sources) <= o.group for o in answerable
+                        if len(o.question.sources) >= 2 and o.group is not None),
+        "pair_precision": None,  # per collection, not per question: see `pair_precision`
         "passage_chars": round(statistics.mean(passages), 1) if passages else None,
         "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
         "p95_ms": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
@@ -166,6 +177,50 @@ def score(outcomes: list[Outcome], has_highlight: bool = True) -> dict:
 
 
 MAX_FALSE_ABSTENTION = 0.05
+
+
+@dataclass(frozen=True)
+class LabelledPair:
+    """Two sentences of different sources and whether the second states the same fact as the first."""
+
+    id: str
+    collection: str
+    first: str
+    second: str
+    same: bool
+
+
+def load_pairs(path: Path, collection: str) -> list[LabelledPair]:
+    """The labelled pairs of one collection (none when the file is absent)."""
+    if not Path(path).is_file():
+        return []
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            raw = json.loads(line)
+            if raw["collection"] == collection:
+                pairs.append(LabelledPair(str(raw["id"]), collection, raw["a"]["text"], raw["b"]["text"],
+                                          {"same": True, "different": False}[raw["label"]]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise QuestionsError(f"{path}:{number}: not a labelled pair ({err})") from err
+    return pairs
+
+
+def pair_precision(pairs: list[LabelledPair], index: LoadedIndex, embedder: Embedder) -> dict:
+    """Of the labelled pairs the shipped rule lists as corroborating, the share labelled the same fact
+    (precision), and the share of same-fact pairs it lists (recall)."""
+    if not pairs:
+        return {"pair_precision": None, "pair_recall": None, "pairs": 0, "pairs_listed": 0}
+    first = embedder.encode([p.first for p in pairs])
+    second = embedder.encode([p.second for p in pairs])
+    readings = [(corroboration.read(p.first), corroboration.read(p.second)) for p in pairs]
+    names = sorted({n for a, b in readings for n in a.anchors | b.anchors if not n.startswith("quote:")})
+    rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= corroboration.RARE_NAME_IDF)
+    listed = [p.same for p, (a, b), sim in zip(pairs, readings, (first * second).sum(axis=1))
+              if corroboration.relation(a, b, float(sim), rare) == "agrees"]
+    same = sum(p.same for p in pairs)
+    return {"pair_precision": round(sum(listed) / len(listed), 4) if listed else None,
+            "pair_recall": round(sum(listed) / same, 4) if same else None, "pairs": len(pairs), "pairs_listed": len(listed)}
 
 
 def false_abstention_cut(confidences: list[float]) -> float | None:
@@ -241,13 +296,26 @@ class Evaluator:
     configs: tuple[str, ...] = CONFIGS
     embedder: Embedder | None = None
     model: RankerModel | None = None  # default: the shipped one
+    collection: str | None = None  # whose labelled corroboration pairs are scored (None: none)
+    pairs_file: Path = PAIRS_FILE
 
     def run(self, questions: list[Question]) -> dict:
-        outcomes = self.outcomes(questions)
+        corroboration_report = {}
+        if self.url:
+            outcomes = {"hybrid": [self._ask_url(q) for q in questions]}
+        else:
+            self.embedder = self.embedder or Embedder(self.settings.model_path)
+            with closing(load_index(self.settings)) as index:
+                outcomes = self.outcomes(questions, index)
+                pairs = load_pairs(self.pairs_file, self.collection) if self.collection else []
+                corroboration_report = pair_precision(pairs, index, self.embedder)
         table = {name: score(out, has_highlight=name != "naive") for name, out in outcomes.items()}
+        if corroboration_report:
+            table["hybrid"]["pair_precision"] = corroboration_report["pair_precision"]
         shipped = outcomes["hybrid"]
         return {
             "configs": table,
+            "corroboration": corroboration_report,
             "threshold": {"current": (self.model or RankerModel.load()).threshold, "suggested": suggest_threshold(shipped)},
             "failures": [
                 {
@@ -272,10 +340,8 @@ class Evaluator:
             "depth": DEPTH,
         }
 
-    def outcomes(self, questions: list[Question]) -> dict[str, list[Outcome]]:
-        if self.url:
-            return {"hybrid": [self._ask_url(q) for q in questions]}
-        index = load_index(self.settings)
+    def outcomes(self, questions: list[Question], index: LoadedIndex) -> dict[str, list[Outcome]]:
+        """Every configuration's outcome for every question, on one loaded index."""
         embedder = self.embedder or Embedder(self.settings.model_path)
         embedder.encode(["warm up"])  # the model load is not a question's latency
         model = self.model or RankerModel.load()
@@ -288,24 +354,34 @@ class Evaluator:
             if config in ("dense", "bm25"):
                 retriever = Retriever(embedder, mode=config, model=model)
             else:
-                retriever = Retriever(embedder, model=model, disabled=frozenset({config.removeprefix("-")}) - {"hybrid"})
-            outcomes[config] = [self._timed(q, lambda q: self._retrieve(retriever, index, q)) for q in questions]
+                retriever = Retriever(embedder, model=model, disabled=frozenset({config.removeprefix("-")}) - {"hybrid", "recency"})
+            recency = config not in ("dense", "bm25", "-recency")  # the shipped order, its ablations included
+            outcomes[config] = [self._timed(q, lambda q: self._retrieve(retriever, index, q, recency, config == "hybrid"))
+                                for q in questions]
         return outcomes
 
     @staticmethod
     def _timed(question: Question, run) -> Outcome:
         started = time.perf_counter()
-        passages, answered, relevance = run(question)
-        return Outcome(question, passages, answered, relevance, time.perf_counter() - started)
+        passages, answered, relevance, *group = run(question)
+        return Outcome(question, passages, answered, relevance, time.perf_counter() - started, *group)
 
     @staticmethod
-    def _retrieve(retriever: Retriever, index: LoadedIndex, q: Question):
+    def _retrieve(retriever: Retriever, index: LoadedIndex, q: Question, recency: bool = False, corroborate: bool = False):
+        """The ranked passages (newer first among equals when the question asks for the latest, with
+        `recency`) before folding, which the ranking metrics score; with `corroborate`, the top
+        result's group once repeats are folded and corroboration found (what the service shows)."""
         answer = retriever.run(index, q.question, DEPTH)
+        answer = prefer_recent(index, answer) if recency else answer
         passages = [
             Passage(h.chunk.text, h.chunk.source_id, index.sources[h.chunk.source_id].text[h.highlight[0] : h.highlight[1]])
             for h in answer.hits
         ]
-        return passages, answer.answered, answer.confidence
+        if not corroborate:
+            return passages, answer.answered, answer.confidence
+        top = Corroborator().run(index, answer, 1).hits[:1]
+        group = frozenset(h.chunk.source_id for h in top) | {s.source_id for h in top for s in h.corroborated_by}
+        return passages, answer.answered, answer.confidence, group
 
     def _ask_url(self, q: Question) -> Outcome:
         body = json.dumps({"question": q.question, "k": DEPTH}).encode()
@@ -317,7 +393,9 @@ class Evaluator:
             data = json.load(response)
         seconds = time.perf_counter() - started
         passages = [Passage(r["text"], r["source"]["id"], r["highlight"]["text"]) for r in data["results"]]
-        return Outcome(q, passages, data["answered"], data.get("confidence"), seconds)
+        group = frozenset(data["results"][0]["source"]["id"] for _ in data["results"][:1]) | {
+            s["source"]["id"] for r in data["results"][:1] for s in r.get("corroborated_by", ())}
+        return Outcome(q, passages, data["answered"], data.get("confidence"), seconds, group)
 
 
 def evaluate_collections(
@@ -331,7 +409,8 @@ def evaluate_collections(
         questions = [q for q in load_questions(collection.questions) if split in (None, q.split)]
         if not questions:
             raise QuestionsError(f"{collection.questions} has no questions in the {split} split")
-        reports[collection.name] = Evaluator(settings, configs=configs, embedder=embedder, model=model).run(questions)
+        reports[collection.name] = Evaluator(settings, configs=configs, embedder=embedder, model=model,
+                                             collection=collection.name).run(questions)
     names = list(next(iter(reports.values()))["configs"]) if reports else []
     mean = {
         name: {m: _mean_or_none([r["configs"][name][m] for r in reports.values()]) for m in (*METRICS, "passage_chars")}
@@ -359,6 +438,9 @@ def format_table(report: dict, failures: bool = True) -> str:
     lines.append("* shipped configuration; -x: shipped with signal group x switched off")
     t = report["threshold"]
     lines.append(f"abstain threshold: current {t['current']}; highest with ≤5% false abstention on this set: {t['suggested']}")
+    if (c := report.get("corroboration")) and c["pairs"]:
+        lines.append(f"corroboration: group@1 over questions answered in ≥2 gold sources; pair_precision over "
+                     f"{c['pairs_listed']} listed of {c['pairs']} labelled pairs (recall {c['pair_recall']})")
     if failures and report["failures"]:
         lines.append(f"\nmisses at rank 1 ({len(report['failures'])}):")
         for f in report["failures"]:

@@ -70,13 +70,14 @@ class LexicalIndex:
     def load(cls, folder: Path, size: int) -> "LexicalIndex":
         return cls(bm25s.BM25.load(str(folder), show_progress=False, mmap=False), size)
 
-    def search(self, query: str, n: int) -> tuple[list[int], list[float]]:
-        """Indices of the best `n` texts with positive score, best first."""
+    def search(self, query: str, n: int, mask: np.ndarray | None = None) -> tuple[list[int], list[float]]:
+        """Indices of the best `n` texts with positive score, best first; with `mask` (one weight per
+        text), only among the texts it weighs above 0."""
         # Each term once: a question of one word repeated 500 times scans its posting list once.
         known = [t for t in dict.fromkeys(terms(query)) if t in self.retriever.vocab_dict]
         if not known or not self.size:
             return [], []
-        docs, scores = self.retriever.retrieve([known], k=min(n, self.size), show_progress=False)
+        docs, scores = self.retriever.retrieve([known], k=min(n, self.size), show_progress=False, weight_mask=mask)
         keep = scores[0] > 0
         return docs[0][keep].tolist(), scores[0][keep].tolist()
 

@@ -21,6 +21,8 @@ def _ok(schema_ref: str, description: str) -> dict:
 @cache
 def openapi_document() -> dict:
     from qa.api import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
+    from qa.filters import MAX_VALUE_CHARS, MAX_VALUES
+    from qa.recency import SORTS
 
     question = {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS, "pattern": NOT_BLANK}
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K}
@@ -37,6 +39,20 @@ def openapi_document() -> dict:
             "language": NULLABLE_STRING,
         },
     }
+    names = {"type": "array", "minItems": 1, "maxItems": MAX_VALUES,
+             "items": {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS, "pattern": NOT_BLANK}}
+    iso_date = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+    filters = {
+        "sources": {**names, "description": "source ids (GET /api/sources); only passages from these"},
+        "outlets": {**names, "description": "outlet names (case-insensitive); only passages from sources of these outlets"},
+        "published_after": {**iso_date, "description": "inclusive; sources without a date are left out"},
+        "published_before": {**iso_date, "description": "inclusive; sources without a date are left out"},
+    }
+    sort = {"type": "string", "enum": list(SORTS), "default": "relevance",
+            "description": "relevance, or the same results newest source first (undated last)"}
+    filter_parameters = [{"name": name, "in": "query", "required": False, "schema": schema,
+                          **({"style": "form", "explode": True} if schema["type"] == "array" else {})}
+                         for name, schema in filters.items()]
     source_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     span = {"type": "object", "required": ["start", "end"],
             "properties": {"start": {"type": "integer", "minimum": 0}, "end": {"type": "integer", "minimum": 0},
@@ -55,8 +71,15 @@ def openapi_document() -> dict:
                     "parameters": [
                         {"name": "q", "in": "query", "required": True, "schema": question},
                         {"name": "k", "in": "query", "required": False, "schema": k},
+                        *filter_parameters,
+                        {"name": "sort", "in": "query", "required": False, "schema": sort},
+                        {"name": "format", "in": "query", "required": False,
+                         "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
                     ],
-                    "responses": {"200": _ok("AskResponse", "Ranked passages"), "400": ERROR, "503": ERROR},
+                    "responses": {"200": {"description": "Ranked passages (JSON), or their citations as CSV with format=csv",
+                                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AskResponse"}},
+                                                      "text/csv": {"schema": {"type": "string"}}}},
+                                  "400": ERROR, "503": ERROR},
                 },
                 "post": {
                     "summary": "Ask a question (JSON body)",
@@ -64,7 +87,7 @@ def openapi_document() -> dict:
                         "required": True,
                         "content": {"application/json": {"schema": {
                             "type": "object", "required": ["question"], "additionalProperties": False,
-                            "properties": {"question": question, "k": k},
+                            "properties": {"question": question, "k": k, "sort": sort, **filters},
                         }}},
                     },
                     "responses": {"200": _ok("AskResponse", "Ranked passages"), "400": ERROR, "413": ERROR, "503": ERROR},
@@ -143,6 +166,10 @@ def openapi_document() -> dict:
                         "confidence": {"type": "number"},
                         "took_ms": {"type": "number", "minimum": 0},
                         "index_version": {"type": "string"},
+                        "scope": {"type": "object", "nullable": True, "required": ["sources", "undated_excluded"],
+                                  "description": "with a filter: the sources inside it, and those a date filter left out for stating no date",
+                                  "properties": {"sources": {"type": "integer", "minimum": 0},
+                                                 "undated_excluded": {"type": "integer", "minimum": 0}}},
                         "results": {"type": "array", "items": {
                             "type": "object",
                             "required": ["rank", "score", "text", "source", "span", "highlight"],
@@ -154,9 +181,20 @@ def openapi_document() -> dict:
                                 "source": {"$ref": "#/components/schemas/Source"},
                                 "span": span,
                                 "highlight": {"allOf": [span, {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}]},
+                                "sources_agreeing": {"type": "integer", "minimum": 1,
+                                                     "description": "this source and every other stating the marked sentence's fact"},
+                                "corroborated_by": {"type": "array", "items": {"$ref": "#/components/schemas/Report"},
+                                                    "description": "the sentence of each other source stating the same fact (same dates and numbers)"},
+                                "disputed_by": {"type": "array", "items": {"$ref": "#/components/schemas/Report"},
+                                                "description": "the sentence of each other source stating another date or number for it"},
                             },
                         }},
                     },
+                },
+                "Report": {
+                    "type": "object", "required": ["source", "span", "text", "similarity"],
+                    "properties": {"source": {"$ref": "#/components/schemas/Source"}, "span": span,
+                                   "text": {"type": "string"}, "similarity": {"type": "number"}},
                 },
                 "Health": {
                     "type": "object", "required": ["status", "sources", "chunks", "index_version"],

@@ -31,6 +31,7 @@ import numpy as np
 
 from qa.data import Answer, Chunk, Hit, Source
 from qa.embedding import Embedder
+from qa.filters import Selection
 from qa.indexing import LoadedIndex
 from qa.lexical import terms as analyze
 from qa.ranker import MODEL_FILE, RankerError, RankerModel
@@ -130,12 +131,14 @@ class Retriever:
         if unknown := set(self.disabled) - set(SIGNALS):
             raise ValueError(f"unknown signal group(s) {sorted(unknown)}; the groups are {', '.join(SIGNALS)}")
 
-    def run(self, index: LoadedIndex, question: str, k: int = 5, query: np.ndarray | None = None) -> Answer:
-        """`query`: the question's vector when the caller has it already (benchmarks, batch evaluation)."""
-        if not index.chunks:
+    def run(self, index: LoadedIndex, question: str, k: int = 5, query: np.ndarray | None = None,
+            scope: Selection | None = None) -> Answer:
+        """`query`: the question's vector when the caller has it already (benchmarks, batch evaluation);
+        `scope`: the sources a filter admits, applied to both candidate lists before ranking."""
+        if not index.chunks or scope is not None and not scope.ids:
             return Answer(question, answered=False, index_version=index.version)
         query = self.embedder.encode_question(question) if query is None else query
-        pool = self.pool(index, question, query, max(self.candidates, 2 * k))
+        pool = self.pool(index, question, query, max(self.candidates, 2 * k), scope)
         if not pool.positions:
             return Answer(question, answered=False, index_version=index.version)
         sentence_cos = pool.features[:, COLUMN["sentence_cos"]]
@@ -161,13 +164,13 @@ class Retriever:
             if len(hits) == k:
                 break
         return Answer(question, answered=confidence >= self.ranker.threshold, hits=hits,
-                      index_version=index.version, confidence=confidence)
+                      index_version=index.version, confidence=confidence, pool=tuple(pool.positions))
 
-    def pool(self, index: LoadedIndex, question: str, query: np.ndarray, n: int) -> Candidates:
+    def pool(self, index: LoadedIndex, question: str, query: np.ndarray, n: int, scope: Selection | None = None) -> Candidates:
         """The pooled candidates of both lists with every signal computed (also what `qa fit` learns from)."""
-        ids, _ = index.store.query(query, n)
+        ids, _ = index.store.query(query, n, scope.where() if scope else None)
         dense = [index.position[i] for i in ids if i in index.position]
-        lexical, lexical_scores = index.lexical.search(question, n)
+        lexical, lexical_scores = index.lexical.search(question, n, scope.mask(index.chunks) if scope else None)
         positions = list(dict.fromkeys(dense + lexical))
         slot = {p: i for i, p in enumerate(positions)}
         asks = read_question(question)

@@ -17,14 +17,18 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 from qa.citations import cite, citation_json, source_json
 from qa.config import Settings
+from qa.corroboration import Corroborator
 from qa.data import Answer, Citation
 from qa.embedding import Embedder, ModelError
+from qa.filters import Scope, Selection
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
 from qa.ranker import RankerError
+from qa.recency import Sort, newest_first, prefer_recent
 from qa.retrieval import Retriever
 from qa.store import StoreError
 from qa import versions
@@ -32,10 +36,20 @@ from qa import versions
 
 RETRY_SECONDS = 10  # a version that failed to load is tried again after this (a Chroma server may be back)
 LOAD_WAIT_SECONDS = 60  # a request waits this long for another thread's load before using what it has
+FOLD_FETCH = 2  # passages retrieved per result asked for: room for the ones folded under an earlier fact
 
 
 class ServiceUnavailable(Exception):
     """No usable index; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One question answered: the retrieval result, its citations, and the filter's selection (None: no filter)."""
+
+    answer: Answer
+    citations: list[Citation]
+    selection: Selection | None = None
 
 
 class QAService:
@@ -43,6 +57,7 @@ class QAService:
         self.settings = settings
         self.embedder = embedder or Embedder(settings.model_path)
         self.retriever = retriever or Retriever(self.embedder)
+        self.corroborator = Corroborator()
         self._index: LoadedIndex | None = None
         self._retired: dict[str, LoadedIndex] = {}  # replaced versions requests still hold
         self._users: dict[str, int] = {}  # version -> requests holding it
@@ -141,29 +156,36 @@ class QAService:
             status["warning"] = versions.lease_errors[self.settings.index_dir.resolve()]
         return status
 
-    def answer(self, question: str, k: int) -> tuple[Answer, list[Citation]]:
+    def answer(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> Asked:
+        """Raises FilterError when the filter names ids or outlets this index version does not hold."""
         with self.holding() as index:
-            try:
-                answer = self.retriever.run(index, question, k)
+            selection = scope.select(index.sources) if scope.active else None
+            try:  # twice k, so that k distinct facts remain once repeats are folded
+                answer = self.retriever.run(index, question, FOLD_FETCH * k, scope=selection)
             except (StoreError, RankerError) as err:  # the Chroma server is down, the model file unusable: a 503 saying so
                 raise ServiceUnavailable(str(err)) from err
-            return answer, cite(index, answer)
+            answer = self.corroborator.run(index, prefer_recent(index, answer), k)
+            if sort == "newest":
+                answer = newest_first(index, answer)
+            return Asked(answer, cite(index, answer), selection)
 
-    def ask(self, question: str, k: int) -> dict:
+    def ask(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> dict:
         """The API's response for one question."""
         started = time.perf_counter()
-        answer, citations = self.answer(question, k)
-        return self.response(answer, citations, started)
+        return self.response(self.answer(question, k, scope, sort), started)
 
     @staticmethod
-    def response(answer: Answer, citations: list[Citation], started: float) -> dict:
+    def response(asked: Asked, started: float) -> dict:
+        answer, selection = asked.answer, asked.selection
         return {
             "question": answer.question,
             "answered": answer.answered,
             "confidence": answer.confidence,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
             "index_version": answer.index_version,
-            "results": [citation_json(c) for c in citations],
+            # What a filter left in (null without one), and the sources a date filter dropped for stating no date.
+            "scope": None if selection is None else {"sources": len(selection.ids), "undated_excluded": selection.undated_excluded},
+            "results": [citation_json(c) for c in asked.citations],
         }
 
     def sources(self) -> list[dict]:

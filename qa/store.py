@@ -124,13 +124,14 @@ class VectorStore:
     def count(self) -> int:
         return self.collection.count()
 
-    def query(self, vector: np.ndarray, n: int) -> tuple[list[str], list[float]]:
-        """Ids of the `n` nearest chunks and their cosine similarity, best first."""
+    def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> tuple[list[str], list[float]]:
+        """Ids of the `n` nearest chunks (among those matching the metadata filter `where`) and their
+        cosine similarity, best first."""
         n = min(n, self.size if self.size >= 0 else self.count())
         if n <= 0:
             return [], []
         try:
-            result = self.collection.query(query_embeddings=[vector], n_results=n, include=["distances"])
+            result = self.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
         except Exception as err:  # a Chroma server down or restarting: the request gets a 503, not a 500
             raise StoreError(f"the vector store cannot be queried ({type(err).__name__}: {err}); "
                              "if it is a Chroma server, check that it is running") from err

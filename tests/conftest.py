@@ -165,3 +165,28 @@ def chroma_server(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+def small_collection(folder: Path, reports: dict, embedder):
+    """Settings of an index built from one-line reports `{name: (outlet, published or None, text)}`,
+    their outlet and date in `sources.toml`, the index beside the folder."""
+    from qa.config import Settings
+    from qa.indexing import IndexBuilder
+
+    toml = []
+    for name, (outlet, published, text) in reports.items():
+        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+        toml.append(f'[{name}]\noutlet = "{outlet}"\n' + (f'published = "{published}"\n' if published else ""))
+    (folder / "sources.toml").write_text("\n".join(toml), encoding="utf-8")
+    settings = Settings.from_env({"sources_dir": folder, "index_dir": folder.parent / f"{folder.name}-index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    return settings
+
+
+def app_client(settings, embedder):
+    """A Flask test client serving `settings`' index."""
+    from qa.app import create_app
+    from qa.service import QAService
+
+    return create_app({"sources_dir": settings.sources_dir, "index_dir": settings.index_dir},
+                      service=QAService(settings, embedder=embedder)).test_client()

@@ -104,5 +104,37 @@ def test_abstention_is_plain_and_keyboard_works_on_a_phone_screen(browser, live_
     assert width <= 375  # no horizontal scrolling on a phone
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.tagName") in ("A", "BUTTON", "INPUT")
+    assert page.evaluate("document.activeElement.tagName") in ("A", "BUTTON", "INPUT", "SUMMARY")
+    context.close()
+
+
+def test_filter_by_outlet_and_follow_a_corroboration_link_in_a_browser(browser, live_server):
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(live_server.base + "/?q=In which city was the treaty originally signed?")
+    first = page.locator("li.card").first
+    assert "Moscow on May 7" in first.locator("mark.highlight").inner_text()
+    also = first.locator("p.corroboration a.also")
+    assert also.count() == 2 and "3 sources agree" in first.locator("p.corroboration").inner_text()
+    assert "format=csv" in page.get_attribute("a.download", "href")
+
+    also.first.click()  # the other outlet's sentence, marked like any citation
+    page.wait_for_selector("mark#cited")
+    assert "May 7" in page.locator("mark#cited strong.sentence").inner_text()
+    page.go_back()
+
+    page.locator("details.filters summary").click()
+    page.check("input[name=outlets][value='Latin Times']")
+    page.locator("form.ask button[type=submit]").click()
+    page.wait_for_selector("p.notice.scope")
+    assert "outlets=Latin+Times" in page.url  # the filter is in the URL: shareable
+    assert "2 sources inside the filter" in page.inner_text("p.notice.scope")
+    outlets = page.locator("li.card .meta .outlet").all_inner_texts()
+    assert outlets and set(outlets) == {"Latin Times"}
+    assert page.is_checked("input[name=outlets][value='Latin Times']")  # the choice survives the reload
+    href = page.get_attribute("a.download", "href")
+    assert "outlets=Latin+Times" in href and "format=csv" in href
+    assert not errors, errors
     context.close()

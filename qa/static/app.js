@@ -25,3 +25,10 @@ document.addEventListener("DOMContentLoaded", () => {
     cited.focus({ preventScroll: true });
   }
 });
+
+// Leave empty filter fields out of the URL, so a shared link carries only what was chosen.
+document.addEventListener("submit", (event) => {
+  for (const field of event.target.querySelectorAll(".filters input[type=date]")) {
+    if (!field.value) field.disabled = true;
+  }
+});

@@ -1,0 +1,172 @@
+"""Corroboration: which other sources state the fact a result's marked sentence states, and which
+report it with another figure; results that only repeat a fact already shown are folded under it.
+
+Two sentences from different sources state *the same fact* when they state the same dates and
+numbers (`qa.signals` reads them, normalised: "Oct. 7" = "7 October"), no other year, quarter or
+ordinal (that is another event: "the 2019 race" vs "the 2022 race"), neither is a forecast or claim
+unless both are, and their stored sentence vectors are close: `FIGURE_SIMILARITY` when they share a
+date, `WEAK_SIMILARITY` (a near-paraphrase) when they share only quantities, or, stating no figure,
+only a rare name ("Roy Daza", not "Venezuela") or a quoted phrase. A near-paraphrase about the same
+subject with another date or number of a kind both state is *reported differently* (`disputed_by`).
+
+Other sources' sentences are searched among the question's pooled candidates (`Answer.pool`): a
+sentence stating the same fact answers the same question, so the pool holds it, and no request
+pays for a pass over every sentence of the index. A filter therefore applies here too.
+
+Usage:
+    >>> answer = Corroborator().run(index, retriever.run(index, question, 2 * k), k)
+    >>> answer.hits[0].corroborated_by
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from qa.data import Answer, Hit, Support
+from qa.indexing import LoadedIndex
+from qa.lexical import terms
+from qa.retrieval import NAME
+from qa.signals import DATE_WORDS, MONTHS, read_text
+
+# Calibrated on the hand-labelled pairs of eval/corroboration_pairs.jsonl (every cross-source pair
+# a draft of this rule listed, at similarity >= 0.3, for the top-5 results of every seeds and
+# news-snippets question; each labelled by reading both sentences): the thresholds under which
+# no pair labelled "different" is listed (`qa eval` prints the precision as `pair_precision`).
+# A shared date pins one event: the seeds' true pairs share one at 0.45-0.64. A shared bare quantity
+# or name does not (news-snippets: "$1.5 million" of insurance in a trial and in a lawsuit, 0.70;
+# one deal's "completed" and "shareholders vote", 0.76), so those need a near-paraphrase.
+FIGURE_SIMILARITY = 0.44
+WEAK_SIMILARITY = 0.8
+# Sentences about one subject state other figures all the time (last year's result, a rival offer):
+# only a near-paraphrase with another figure is a report of the same fact that disagrees.
+DISPUTE_SIMILARITY = 0.85
+# A forecast, hope, plan or claim is not a report of the fact: "analysts expect $412 million" does
+# not corroborate "sales climbed to $412 million", nor "aims to keep closures below 12 days" "fell to 12 days".
+# Lower case only: a capitalised "May" is the month.
+HEDGE = re.compile(r"\b(?:expect(?:s|ed)?|could|may|might|will|would|aim(?:s|ed)?|hope(?:s|d)?|plan(?:s|ned)?|"
+                   r"forecast(?:s)?|predict(?:s|ed)?|estimate(?:s|d)?|consensus|preview|argue(?:s|d)?|likely|set to|due to)\b")
+# A name is an anchor only when few passages use it: idf >= 1.9 is fewer than about one passage
+# in seven ("Maduro" in the seeds, at 1.71, is everywhere; "Daza", at 2.56, is one story's).
+RARE_NAME_IDF = 1.9
+FIGURES = ("date", "number")  # what a fact states: the same ones agree, other ones dispute
+ANCHORS = ("quote",)  # shared, they tie two sentences to one subject; one side quoting more is no disagreement
+EVENTS = ("year", "quarter", "ordinal")  # another value names another event, not a disagreement
+Relation = Literal["agrees", "disputes"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a sentence states that another report of the same fact must repeat."""
+
+    figures: dict[str, frozenset[str]]  # kind -> marks, for FIGURES
+    events: dict[str, frozenset[str]]  # kind -> marks, for EVENTS
+    anchors: frozenset[str]  # quoted phrases, and analysed capitalised words after the first (months left out)
+    hedged: bool  # states a forecast, hope, plan or claim rather than what happened
+
+
+@lru_cache(maxsize=20_000)
+def read(text: str) -> Reading:
+    """A sentence's figures, event markers and anchors (question-independent, so cached by text)."""
+    by_kind: dict[str, set[str]] = {}
+    for mark in read_text(text).marks:
+        by_kind.setdefault(mark.split(":", 1)[0], set()).add(mark)
+    names = terms(" ".join(w for w in NAME.findall(text) if w.lower().rstrip(".") not in MONTHS and not DATE_WORDS.fullmatch(w)))
+    return Reading({k: frozenset(by_kind[k]) for k in FIGURES if k in by_kind},
+                   {k: frozenset(by_kind[k]) for k in EVENTS if k in by_kind},
+                   frozenset(names).union(*(by_kind.get(k, ()) for k in ANCHORS)), bool(HEDGE.search(text)))
+
+
+def _differ(a: dict[str, frozenset[str]], b: dict[str, frozenset[str]]) -> bool:
+    """Some kind both state with values neither side contains (one saying more is not a disagreement)."""
+    return any(not (a[k] <= b[k] or b[k] <= a[k]) for k in a.keys() & b.keys())
+
+
+def relation(marked: Reading, other: Reading, similarity: float, rare: frozenset[str]) -> Relation | None:
+    """How `other` relates to the fact `marked` states; `rare`: the names rare enough to anchor a fact
+    (quotes always do)."""
+    if similarity < FIGURE_SIMILARITY or _differ(marked.events, other.events) or marked.hedged != other.hedged:
+        return None
+    shared = {a for a in marked.anchors & other.anchors if a in rare or a.startswith("quote:")}
+    if marked.figures and marked.figures == other.figures:
+        return "agrees" if "date" in marked.figures or similarity >= WEAK_SIMILARITY else None
+    if _differ(marked.figures, other.figures):  # the same subject (a shared name or figure), another date or number
+        same_subject = shared or any(marked.figures[k] & other.figures[k] for k in marked.figures.keys() & other.figures.keys())
+        return "disputes" if same_subject and similarity >= DISPUTE_SIMILARITY else None
+    if not marked.figures and not other.figures and shared and similarity >= WEAK_SIMILARITY:
+        return "agrees"
+    return None  # one states a figure the other does not: no telling
+
+
+@dataclass
+class Corroborator:
+    """One step after retrieval: hits in, hits with their corroborating and disputing sentences out,
+    those that repeat an earlier hit's fact folded under it."""
+
+    def run(self, index: LoadedIndex, answer: Answer, k: int) -> Answer:
+        """The first `k` hits that state distinct facts, each with its corroborating and disputing sentences."""
+        if not answer.hits:
+            return answer
+        rows, owners, spans = self._candidates(index, answer.pool)
+        vectors = index.sentence_vectors
+        similarity = vectors[rows] @ vectors[[self._row(index, h) for h in answer.hits]].T  # (candidates, hits)
+        # Only sentences close enough to some hit are read (each hit's own sentence among them, at 1.0).
+        near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
+        slot = {(owners[c], spans[c]): int(c) for c in near}
+        reading = {int(c): read(index.sources[owners[c]].text[spans[c][0]:spans[c][1]]) for c in near}
+        names = sorted({n for r in reading.values() for n in r.anchors if not n.startswith("quote:")})
+        rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= RARE_NAME_IDF) if names else frozenset()
+        marked = [slot[(h.chunk.source_id, h.highlight)] for h in answer.hits]
+
+        kept: list[int] = []
+        for j, hit in enumerate(answer.hits):
+            if any(answer.hits[i].chunk.source_id != hit.chunk.source_id
+                   and relation(reading[marked[i]], reading[marked[j]], float(similarity[marked[j], i]), rare) == "agrees"
+                   for i in kept):
+                continue  # the same fact as a result already shown, from another source: folded under it
+            kept.append(j)
+            if len(kept) == k:
+                break
+
+        hits = []
+        for j in kept:
+            hit = answer.hits[j]
+            best: dict[tuple[str, Relation], Support] = {}
+            for c in near[similarity[near, j] >= FIGURE_SIMILARITY]:
+                if owners[c] == hit.chunk.source_id:
+                    continue
+                found = relation(reading[marked[j]], reading[int(c)], float(similarity[c, j]), rare)
+                key = (owners[c], found)
+                if found and (key not in best or best[key].similarity < similarity[c, j]):
+                    best[key] = Support(owners[c], spans[c], round(float(similarity[c, j]), 4))
+            agreeing = {s for s, r in best if r == "agrees"}
+            hits.append(replace(
+                hit,
+                corroborated_by=tuple(sorted((v for (s, r), v in best.items() if r == "agrees"), key=_strongest)),
+                disputed_by=tuple(sorted((v for (s, r), v in best.items() if r == "disputes" and s not in agreeing),
+                                         key=_strongest)),
+            ))
+        return replace(answer, hits=hits)
+
+    @staticmethod
+    def _candidates(index: LoadedIndex, pool: tuple[int, ...]) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
+        """Every distinct sentence of the pooled passages: its vector row, source and span."""
+        seen: dict[int, tuple[str, tuple[int, int]]] = {}
+        for p in pool:
+            chunk = index.chunks[p]
+            lo, _ = index.chunk_rows[p]
+            for i, span in enumerate(chunk.sentences):
+                seen.setdefault(int(lo) + i, (chunk.source_id, span))
+        rows = np.fromiter(seen, dtype=np.int64, count=len(seen))
+        return rows, [s for s, _ in seen.values()], [span for _, span in seen.values()]
+
+    @staticmethod
+    def _row(index: LoadedIndex, hit: Hit) -> int:
+        return int(index.chunk_rows[index.position[hit.chunk.id]][0]) + hit.chunk.sentences.index(hit.highlight)
+
+
+def _strongest(support: Support) -> tuple[float, str]:
+    return -support.similarity, support.source_id
