@@ -1,8 +1,10 @@
 """Build and load the index: chunks, sentence vectors, the vector store and BM25.
 
 A version folder holds manifest.json (last written, checksummed), sources.json, chunks.jsonl,
-vectors.npz, bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch,
-clean-up) is `qa.versions`.
+one `.npy` per array (sentence and chunk vectors as float16, sentence spans, each chunk's sentence
+rows), bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch,
+clean-up) is `qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them
+from the one page cache, and only the rows a request touches are read from disk.
 
 A build is incremental by content hash: unchanged sources reuse their chunks and vectors, so
 only new or changed sources are embedded. It writes a new version and switches `CURRENT` only
@@ -20,10 +22,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from filelock import FileLock, Timeout
 
+from qa.chunk_table import ChunkTable, ChunkTableError
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
 from qa.data import Chunk, Problem, Source, SourceMeta
@@ -36,7 +40,7 @@ from qa.versions import (  # noqa: F401  (re-exported: callers import the layout
 )
 from qa import versions
 
-FORMAT = 2  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
+FORMAT = 3  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
 
 
 class BuildBusy(Exception):
@@ -91,18 +95,18 @@ class LoadedIndex:
     version: str
     manifest: dict
     sources: dict[str, Source]
-    chunks: list[Chunk]
+    chunks: ChunkTable  # a Sequence[Chunk]; each made when read
     sentence_spans: np.ndarray  # (sentences, 2): absolute offsets in their source
-    sentence_vectors: np.ndarray  # one row per sentence, L2-normalised
+    sentence_vectors: np.ndarray  # one row per sentence, L2-normalised, float16 (memory-mapped)
     chunk_rows: np.ndarray  # (chunks, 2): each chunk's [first, last) sentence rows
-    chunk_vectors: np.ndarray
+    chunk_vectors: np.ndarray  # float16 (memory-mapped)
     lexical: LexicalIndex
     store: VectorStore
     index_dir: Path | None = None  # set: the version is held in this process's lease until close()
-    position: dict[str, int] = field(init=False)
+    position: Mapping[str, int] = field(init=False)  # chunk id -> position in `chunks`
 
     def __post_init__(self) -> None:
-        self.position = {c.id: i for i, c in enumerate(self.chunks)}
+        self.position = self.chunks.positions
 
     def close(self) -> None:
         """Release the store and the lease: the version may be deleted once no process holds it."""
@@ -116,7 +120,10 @@ def _chunking_settings(settings: Settings) -> dict:
     return {"encoding": ENCODING, "max_tokens": settings.chunk_tokens, "overlap_sentences": settings.overlap_sentences}
 
 
-DATA_FILES = ("sources.json", "chunks.jsonl", "vectors.npz")
+# float16 halves the vectors on disk and in the page cache; cosines move by < 1e-3 (eval unchanged).
+VECTOR_DTYPE = np.float16
+ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
+DATA_FILES = ("sources.json", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))
 
 
 def _check_compatible(manifest: dict, settings: Settings) -> None:
@@ -162,24 +169,12 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
                                 pages=tuple(s.get("pages", ())))
         for s in raw_sources
     }
-    arrays = np.load(version_dir / "vectors.npz")
-    spans = arrays["sentence_spans"]
-    rows = arrays["chunk_rows"]
-    chunks: list[Chunk] = []
+    arrays = {name: np.load(version_dir / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
     with (version_dir / "chunks.jsonl").open(encoding="utf-8") as f:
-        for line, (lo, hi) in zip(f, rows):
-            record = json.loads(line)
-            text = sources[record["source_id"]].text
-            chunks.append(
-                Chunk(
-                    id=record["id"],
-                    source_id=record["source_id"],
-                    start=record["start"],
-                    end=record["end"],
-                    text=text[record["start"] : record["end"]],
-                    sentences=tuple((int(s), int(e)) for s, e in spans[lo:hi]),
-                )
-            )
+        try:
+            chunks = ChunkTable.from_records(map(json.loads, f), sources, arrays["sentence_spans"], arrays["chunk_rows"])
+        except ChunkTableError as err:
+            raise IndexUnavailable(f"the chunks of version {manifest['version']} are unreadable ({err}); {FULL_REBUILD_HINT}") from err
     store = VectorStore.open(settings, version_dir, manifest["version"])
     if store.size != len(chunks):
         raise IndexUnavailable(
@@ -191,9 +186,9 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         manifest=manifest,
         sources=sources,
         chunks=chunks,
-        sentence_spans=spans,
+        sentence_spans=arrays["sentence_spans"],
         sentence_vectors=arrays["sentence_vectors"],
-        chunk_rows=rows,
+        chunk_rows=arrays["chunk_rows"],
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
@@ -286,13 +281,10 @@ class IndexBuilder:
             index = load_index(self.settings)
         except Exception as err:  # any damage to the old version only means: build everything
             return None, {}, str(err)
-        by_source: dict[str, list[int]] = {}
-        for i, chunk in enumerate(index.chunks):
-            by_source.setdefault(chunk.source_id, []).append(i)
         data: dict[str, _SourceData] = {}
         for source in index.sources.values():
-            positions = by_source[source.id]
-            rows = index.chunk_rows[positions]
+            positions = index.chunks.of_source(source.id)
+            rows = np.asarray(index.chunk_rows[positions.start : positions.stop])
             lo, hi = int(rows[:, 0].min()), int(rows[:, 1].max())
             # Sentence rows of one source are contiguous, and so are its chunks.
             data[source.id] = _SourceData(
@@ -301,7 +293,7 @@ class IndexBuilder:
                 sentence_spans=index.sentence_spans[lo:hi],
                 sentence_vectors=index.sentence_vectors[lo:hi],
                 chunk_rows=rows - lo,
-                chunk_vectors=index.chunk_vectors[positions],
+                chunk_vectors=index.chunk_vectors[positions.start : positions.stop],
             )
         index.close()
         return version, data, None
@@ -396,7 +388,7 @@ class IndexBuilder:
             store.delete_sources(updated + removed)
         store.add(
             [c.id for c in new_chunks],
-            chunk_vectors[[positions[c.id] for c in new_chunks]] if new_chunks else np.zeros((0, dim), np.float32),
+            chunk_vectors[[positions[c.id] for c in new_chunks]].astype(np.float32) if new_chunks else np.zeros((0, dim), np.float32),
             [{"source_id": c.source_id} for c in new_chunks],
         )
 
@@ -408,13 +400,14 @@ class IndexBuilder:
         with (version_dir / "chunks.jsonl").open("w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps({"id": c.id, "source_id": c.source_id, "start": c.start, "end": c.end}) + "\n")
-        np.savez(
-            version_dir / "vectors.npz",
-            sentence_spans=np.vstack(spans) if spans else np.zeros((0, 2), np.int64),
-            sentence_vectors=sentence_vectors,
-            chunk_rows=chunk_rows,
-            chunk_vectors=chunk_vectors,
-        )
+        arrays = {
+            "sentence_spans": np.vstack(spans) if spans else np.zeros((0, 2), np.int64),
+            "sentence_vectors": sentence_vectors.astype(VECTOR_DTYPE),
+            "chunk_rows": chunk_rows,
+            "chunk_vectors": chunk_vectors.astype(VECTOR_DTYPE),
+        }
+        for name in ARRAYS:
+            np.save(version_dir / f"{name}.npy", arrays[name])
         manifest = {
             "format": FORMAT,
             "version": version,
