@@ -276,7 +276,7 @@ class Evaluator:
         if self.url:
             return {"hybrid": [self._ask_url(q) for q in questions]}
         index = load_index(self.settings)
-        embedder = self.embedder or Embedder(self.settings.model_path)
+        embedder = self.embedder or Embedder.for_settings(self.settings)
         embedder.encode(["warm up"])  # the model load is not a question's latency
         model = self.model or RankerModel.load()
         outcomes = {}

@@ -26,12 +26,13 @@ from typing import Mapping
 
 import numpy as np
 from filelock import FileLock, Timeout
+from tqdm import tqdm
 
 from qa.chunk_table import ChunkTable, ChunkTableError
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
 from qa.data import Chunk, Problem, Source, SourceMeta
-from qa.embedding import Embedder, ModelError, model_fingerprint
+from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex
 from qa.sources import SourceError, SourceReader
 from qa.store import VectorStore
@@ -40,7 +41,7 @@ from qa.versions import (  # noqa: F401  (re-exported: callers import the layout
 )
 from qa import versions
 
-FORMAT = 3  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
+FORMAT = 4  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
 
 
 class BuildBusy(Exception):
@@ -129,6 +130,12 @@ DATA_FILES = ("sources.json", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS
 def _check_compatible(manifest: dict, settings: Settings) -> None:
     if manifest.get("format") != FORMAT:
         raise IndexUnavailable(f"the index was built in format {manifest.get('format')}, this program reads {FORMAT}; {FULL_REBUILD_HINT}")
+    if manifest["model"]["space"] != SPACES[settings.backend]:
+        raise IndexUnavailable(
+            f"the index was embedded with QA_BACKEND={manifest['model']['backend']}, whose vectors are not "
+            f"interchangeable with QA_BACKEND={settings.backend}'s; set QA_BACKEND={manifest['model']['backend']} "
+            f"or {FULL_REBUILD_HINT}"
+        )
     if manifest["model"]["fingerprint"] != model_fingerprint(settings.model_path):
         raise IndexUnavailable(
             f"the index was built with another embedding model ({manifest['model']['name']}, "
@@ -213,7 +220,7 @@ class IndexBuilder:
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, progress: bool = False):
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.model_path)
+        self.embedder = embedder or Embedder.for_settings(settings)
         self.progress = progress
         self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
 
@@ -323,7 +330,7 @@ class IndexBuilder:
         # Identical texts (a caption in two articles, a run-on line cut into equal pieces) are encoded once.
         unique = list(dict.fromkeys(texts))
         row_of = {t: i for i, t in enumerate(unique)}
-        vectors = self.embedder.encode(unique, progress=self.progress)[[row_of[t] for t in texts]]
+        vectors = self._encode(unique, sum(len(p[1]) for p in plan))[[row_of[t] for t in texts]]
         at = 0
         for source, chunks, spans, rows in plan:
             n, m = len(spans), len(chunks)
@@ -337,6 +344,20 @@ class IndexBuilder:
             )
             at += n + m
         return out
+
+    def _encode(self, texts: list[str], chunks: int) -> np.ndarray:
+        """Encode in slices, so the progress bar (shown when asked) tells chunks/s and the time left:
+        each slice counts for its share of the chunks (sentences are embedded too)."""
+        if texts:
+            self.embedder.model  # loaded first: the bar names the device it runs on and the batch size for it
+        step = self.embedder.batch_size * 8
+        parts = []
+        with tqdm(total=chunks, unit="chunk", disable=not self.progress or not texts, desc=f"embedding ({self.embedder.device})",
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]") as bar:
+            for i in range(0, len(texts), step):
+                parts.append(self.embedder.encode(texts[i : i + step]))
+                bar.update(len(parts[-1]) * chunks / len(texts))
+        return np.vstack(parts) if parts else self.embedder.encode([])
 
     def _build(self, full: bool) -> BuildReport:
         started = time.perf_counter()
@@ -412,7 +433,8 @@ class IndexBuilder:
             "format": FORMAT,
             "version": version,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim},
+            "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim,
+                      "backend": self.embedder.backend, "space": self.embedder.space},
             "chunking": _chunking_settings(settings),
             "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
             "sources": {s.id: {"sha256": s.sha256, "file": s.file_name, "chunks": len(per_source[s.id].chunks)} for s in sources},

@@ -41,7 +41,7 @@ class ServiceUnavailable(Exception):
 class QAService:
     def __init__(self, settings: Settings, embedder: Embedder | None = None, retriever: Retriever | None = None):
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.model_path)
+        self.embedder = embedder or Embedder.for_settings(settings)
         self.retriever = retriever or Retriever(self.embedder)
         self._index: LoadedIndex | None = None
         self._retired: dict[str, LoadedIndex] = {}  # replaced versions requests still hold
