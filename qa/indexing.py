@@ -34,7 +34,6 @@ from qa.config import Settings
 from qa.data import Chunk, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex
-from qa.sources import SourceError, SourceReader
 from qa.store import VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
@@ -264,6 +263,8 @@ class IndexBuilder:
                 self.settings = replace(self.settings, sources_dir=self.sources_folder())
                 report = self._build(full)
             except BaseException as err:
+                from qa.sources import SourceError
+
                 versions.clean_up(self.settings, keep=set())  # the partial version: frees what it took
                 if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
                     raise BuildFailed(self._failure(err)) from err
@@ -362,6 +363,8 @@ class IndexBuilder:
     def _build(self, full: bool) -> BuildReport:
         started = time.perf_counter()
         settings = self.settings
+        from qa.sources import SourceReader  # the readers' libraries: a build needs them, a server's request does not
+
         sources, problems = SourceReader(max_bytes=settings.max_source_bytes).run(settings.sources_dir)
         base_version, previous, full_reason = self._previous(full)
         # What changed is told against the version being replaced, even when a full build reuses nothing.

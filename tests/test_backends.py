@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -68,3 +71,17 @@ def test_the_build_progress_bar_shows_chunks_per_second_and_the_time_left(tmp_pa
     report = IndexBuilder(settings, embedder=embedder, progress=True).run()
     err = capsys.readouterr().err
     assert f"embedding ({embedder.device})" in err and "chunk/s" in err and f"{report.chunks}/{report.chunks} [" in err
+
+
+def test_a_worker_answers_without_importing_torch_or_the_document_readers(seed_index, embedder):
+    """Cold start: what a request does not need is imported only when a build or an upload needs it."""
+    if embedder.backend == "torch":
+        pytest.skip("QA_BACKEND=torch answers with torch")
+    embedder.encode(["exported"])  # the export (which needs torch) is made once per machine, not per worker
+    script = (f"import sys; from qa.app import create_app; app = create_app({{'index_dir': {str(seed_index.index_dir)!r}}}); "
+              "assert app.extensions['qa'].ask('When did Maduro enact the treaty law?', 1)['results']; "
+              "print(sorted(m for m in ('torch', 'sentence_transformers', 'qa.sources', 'ftfy', 'trafilatura') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QA_CACHE_DIR": str(embedder.cache_dir)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
