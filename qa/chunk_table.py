@@ -27,6 +27,8 @@ class ChunkTableError(ValueError):
 
 
 class ChunkTable(Sequence[Chunk]):
+    """A version's chunks, in index order; `positions` maps a chunk id to its position."""
+
     def __init__(self, sources: Mapping[str, Source], source_ids: list[str], source_of: np.ndarray,
                  bounds: np.ndarray, sentence_spans: np.ndarray, chunk_rows: np.ndarray):
         self.sources = sources
