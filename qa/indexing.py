@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -265,19 +266,22 @@ class IndexBuilder:
             except BaseException as err:
                 from qa.sources import SourceError
 
+                failure = self._failure(err)  # before the clean-up frees the space the partial version took
                 versions.clean_up(self.settings, keep=set())  # the partial version: frees what it took
                 if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
-                    raise BuildFailed(self._failure(err)) from err
+                    raise BuildFailed(failure) from err
                 raise
             return replace(report, warnings=report.warnings + versions.clean_up(self.settings, keep={report.version}))
         finally:
             lock.release()
 
-    def _failure(self, err: Exception) -> str:
+    def _failure(self, err: BaseException) -> str:
         served = current_version(self.settings.index_dir)
         text = f"{type(err).__name__}: {err}"
         full_disk = getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG) or any(w in str(err).lower() for w in ("full", "disk i/o"))
-        hint = f"; free space where {self.settings.index_dir} lives and build again" if full_disk else ""
+        refused = None if full_disk else _refused_write(self.settings.index_dir)
+        hint = f"; free space where {self.settings.index_dir} lives and build again" if full_disk or refused else ""
+        text += f"; a test write there fails too ({refused})" if refused else ""
         return f"the build failed ({text}){hint}; the served version {served or '(none)'} is unchanged"
 
     def _previous(self, full: bool) -> tuple[str | None, dict[str, _SourceData], str | None]:
@@ -461,6 +465,22 @@ class IndexBuilder:
             seconds=time.perf_counter() - started,
             full_reason=full_reason,
         )
+
+
+def _refused_write(folder: Path) -> str | None:
+    """Why a 1 MiB write in `folder` fails for want of space (a full disk, a file-size limit), else None.
+    A store's own error may not say so (Chroma: "Error in compaction: Failed to apply logs")."""
+    probe = folder / f".space-probe-{os.getpid()}"
+    try:
+        with probe.open("wb") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        return err.strerror if err.errno in (errno.ENOSPC, errno.EFBIG) else None
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
 
 
 def empty_reason(folder: Path, problems: list[Problem]) -> str:
