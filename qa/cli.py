@@ -200,7 +200,7 @@ def evaluate(questions, index_dir, url, collection_dirs, all_collections, split,
             collections = ev.discover_collections() if all_collections else [ev.collection_at(Path(d)) for d in collection_dirs]
             settings = _settings()
             with tempfile.TemporaryDirectory(prefix="qa-eval-") as tmp:
-                report = ev.evaluate_collections(collections, Path(work_dir or tmp), Embedder(settings.model_path), chosen)
+                report = ev.evaluate_collections(collections, Path(work_dir or tmp), Embedder.for_settings(settings), chosen)
             text = ev.format_collections(report)
         else:
             gold = [q for q in ev.load_questions(Path(questions)) if chosen in (None, q.split)]
@@ -242,7 +242,7 @@ def fit(work_dir, out, show):
     settings = _settings()
     try:
         with tempfile.TemporaryDirectory(prefix="qa-fit-") as tmp:
-            model, loco = Fitter(Path(work_dir or tmp), Embedder(settings.model_path)).run(discover_collections())
+            model, loco = Fitter(Path(work_dir or tmp), Embedder.for_settings(settings)).run(discover_collections())
     except _eval_errors() as err:
         _fail(str(err))
     model.save(target)

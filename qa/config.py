@@ -10,6 +10,9 @@ from urllib.parse import urlparse
 MIN_CHUNK_TOKENS = 16  # below this a sentence cannot fit, and 0 never advanced
 MAX_CHUNK_TOKENS = 8192
 MAX_OVERLAP_SENTENCES = 16
+BACKENDS = ("torch", "onnx", "onnx-int8")  # the encoder's runtime; see qa/embedding.py
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "citation-qa"
 
 
 class SettingsError(ValueError):
@@ -19,7 +22,8 @@ class SettingsError(ValueError):
 # The environment variable behind each setting, for messages.
 VARIABLES = {"sources_dir": "QA_SOURCES", "index_dir": "QA_INDEX", "model_path": "QA_MODEL_PATH",
              "chroma_url": "QA_CHROMA_URL", "chroma_token": "QA_CHROMA_TOKEN", "admin_token": "QA_ADMIN_TOKEN",
-             "port": "QA_PORT", "chunk_tokens": "QA_CHUNK_TOKENS", "overlap_sentences": "QA_OVERLAP_SENTENCES"}
+             "port": "QA_PORT", "chunk_tokens": "QA_CHUNK_TOKENS", "overlap_sentences": "QA_OVERLAP_SENTENCES",
+             "backend": "QA_BACKEND", "device": "QA_DEVICE", "cache_dir": "QA_CACHE_DIR"}
 
 
 def default_model_path() -> str:
@@ -41,6 +45,9 @@ class Settings:
     chroma_token: str | None = None
     admin_token: str | None = None  # set: POST /api/index is enabled
     port: int = 8000
+    backend: str = "onnx"  # encoder runtime, one of BACKENDS: onnx gives torch's vectors faster (README, Performance)
+    device: str = "auto"  # auto: CUDA when torch sees one, else the CPU
+    cache_dir: Path = DEFAULT_CACHE_DIR  # the ONNX exports of the model
     # Who chose sources_dir: "default", "QA_SOURCES", "qa serve --sources", or explicitly "--sources"
     # (qa index) or "request" (POST /api/index). Only an explicit choice may move an index to another folder.
     sources_origin: str = "default"
@@ -59,6 +66,9 @@ class Settings:
             ("port", "QA_PORT", int),
             ("chunk_tokens", "QA_CHUNK_TOKENS", int),
             ("overlap_sentences", "QA_OVERLAP_SENTENCES", int),
+            ("backend", "QA_BACKEND", str),
+            ("device", "QA_DEVICE", str),
+            ("cache_dir", "QA_CACHE_DIR", Path),
         ):
             if env.get(var):
                 try:
@@ -72,7 +82,7 @@ class Settings:
         extra = {k: v for k, v in (overrides or {}).items() if k in known and v is not None}
         if "sources_dir" in extra:
             extra.setdefault("sources_origin", "--sources")
-        for key in ("sources_dir", "index_dir"):
+        for key in ("sources_dir", "index_dir", "cache_dir"):
             if key in extra:
                 extra[key] = Path(extra[key])
         settings = replace(settings, **extra)
@@ -93,6 +103,12 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise bad(name, f"a whole number from {low} to {high}")
+        for name, allowed in (("backend", BACKENDS), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise bad(name, "one of " + ", ".join(allowed))
+        if self.backend != "torch" and self.device == "cuda":
+            raise SettingsError(f"QA_BACKEND={self.backend} runs on the CPU only (onnxruntime-gpu is not installed); "
+                                "use QA_BACKEND=torch with QA_DEVICE=cuda")
         if self.chroma_url:
             url = urlparse(self.chroma_url)
             if url.scheme not in ("http", "https") or not url.hostname:

@@ -304,7 +304,7 @@ class Evaluator:
         if self.url:
             outcomes = {"hybrid": [self._ask_url(q) for q in questions]}
         else:
-            self.embedder = self.embedder or Embedder(self.settings.model_path)
+            self.embedder = self.embedder or Embedder.for_settings(self.settings)
             with closing(load_index(self.settings)) as index:
                 outcomes = self.outcomes(questions, index)
                 pairs = load_pairs(self.pairs_file, self.collection) if self.collection else []
@@ -342,7 +342,7 @@ class Evaluator:
 
     def outcomes(self, questions: list[Question], index: LoadedIndex) -> dict[str, list[Outcome]]:
         """Every configuration's outcome for every question, on one loaded index."""
-        embedder = self.embedder or Embedder(self.settings.model_path)
+        embedder = self.embedder or Embedder.for_settings(self.settings)
         embedder.encode(["warm up"])  # the model load is not a question's latency
         model = self.model or RankerModel.load()
         outcomes = {}

@@ -22,7 +22,8 @@ from datetime import date
 
 import numpy as np
 
-from qa.data import Chunk, Source
+from qa.chunk_table import ChunkTable
+from qa.data import Source
 
 MAX_VALUES = 200  # ids or outlets in one filter: more is a mistake, not a question
 MAX_VALUE_CHARS = 300
@@ -82,9 +83,11 @@ class Selection:
         """Chroma's metadata filter for these sources."""
         return {"source_id": {"$in": sorted(self.ids)}}
 
-    def mask(self, chunks: list[Chunk]) -> np.ndarray:
-        """BM25 weight mask over chunks (1.0 inside the filter): masked chunks score 0 and are never returned."""
-        return np.fromiter((c.source_id in self.ids for c in chunks), dtype=np.float32, count=len(chunks))
+    def mask(self, chunks: ChunkTable) -> np.ndarray:
+        """BM25 weight mask over chunks (1.0 inside the filter): masked chunks score 0 and are never returned.
+        Read per source, not per chunk: no chunk is built to be filtered."""
+        inside = np.fromiter((sid in self.ids for sid in chunks.source_ids), dtype=np.float32, count=len(chunks.source_ids))
+        return inside[chunks.source_of]
 
 
 @dataclass(frozen=True)

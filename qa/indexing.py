@@ -1,8 +1,10 @@
 """Build and load the index: chunks, sentence vectors, the vector store and BM25.
 
 A version folder holds manifest.json (last written, checksummed), sources.json, chunks.jsonl,
-vectors.npz, bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch,
-clean-up) is `qa.versions`.
+one `.npy` per array (sentence and chunk vectors as float16, sentence spans, each chunk's sentence
+rows), bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch,
+clean-up) is `qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them
+from the one page cache, and only the rows a request touches are read from disk.
 
 A build is incremental by content hash: unchanged sources reuse their chunks and vectors, so
 only new or changed sources are embedded. It writes a new version and switches `CURRENT` only
@@ -16,27 +18,30 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from filelock import FileLock, Timeout
+from tqdm import tqdm
 
+from qa.chunk_table import ChunkTable, ChunkTableError
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
 from qa.data import Chunk, Problem, Source, SourceMeta
-from qa.embedding import Embedder, ModelError, model_fingerprint
+from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex
-from qa.sources import SourceError, SourceReader
 from qa.store import VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
 )
 from qa import versions
 
-FORMAT = 2  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
+FORMAT = 4  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
 
 
 class BuildBusy(Exception):
@@ -91,18 +96,18 @@ class LoadedIndex:
     version: str
     manifest: dict
     sources: dict[str, Source]
-    chunks: list[Chunk]
+    chunks: ChunkTable  # a Sequence[Chunk]; each made when read
     sentence_spans: np.ndarray  # (sentences, 2): absolute offsets in their source
-    sentence_vectors: np.ndarray  # one row per sentence, L2-normalised
+    sentence_vectors: np.ndarray  # one row per sentence, L2-normalised, float16 (memory-mapped)
     chunk_rows: np.ndarray  # (chunks, 2): each chunk's [first, last) sentence rows
-    chunk_vectors: np.ndarray
+    chunk_vectors: np.ndarray  # float16 (memory-mapped)
     lexical: LexicalIndex
     store: VectorStore
     index_dir: Path | None = None  # set: the version is held in this process's lease until close()
-    position: dict[str, int] = field(init=False)
+    position: Mapping[str, int] = field(init=False)  # chunk id -> position in `chunks`
 
     def __post_init__(self) -> None:
-        self.position = {c.id: i for i, c in enumerate(self.chunks)}
+        self.position = self.chunks.positions
 
     def close(self) -> None:
         """Release the store and the lease: the version may be deleted once no process holds it."""
@@ -116,12 +121,21 @@ def _chunking_settings(settings: Settings) -> dict:
     return {"encoding": ENCODING, "max_tokens": settings.chunk_tokens, "overlap_sentences": settings.overlap_sentences}
 
 
-DATA_FILES = ("sources.json", "chunks.jsonl", "vectors.npz")
+# float16 halves the vectors on disk and in the page cache; cosines move by < 1e-3 (eval unchanged).
+VECTOR_DTYPE = np.float16
+ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
+DATA_FILES = ("sources.json", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))
 
 
 def _check_compatible(manifest: dict, settings: Settings) -> None:
     if manifest.get("format") != FORMAT:
         raise IndexUnavailable(f"the index was built in format {manifest.get('format')}, this program reads {FORMAT}; {FULL_REBUILD_HINT}")
+    if manifest["model"]["space"] != SPACES[settings.backend]:
+        raise IndexUnavailable(
+            f"the index was embedded with QA_BACKEND={manifest['model']['backend']}, whose vectors are not "
+            f"interchangeable with QA_BACKEND={settings.backend}'s; set QA_BACKEND={manifest['model']['backend']} "
+            f"or {FULL_REBUILD_HINT}"
+        )
     if manifest["model"]["fingerprint"] != model_fingerprint(settings.model_path):
         raise IndexUnavailable(
             f"the index was built with another embedding model ({manifest['model']['name']}, "
@@ -162,24 +176,12 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
                                 pages=tuple(s.get("pages", ())))
         for s in raw_sources
     }
-    arrays = np.load(version_dir / "vectors.npz")
-    spans = arrays["sentence_spans"]
-    rows = arrays["chunk_rows"]
-    chunks: list[Chunk] = []
+    arrays = {name: np.load(version_dir / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
     with (version_dir / "chunks.jsonl").open(encoding="utf-8") as f:
-        for line, (lo, hi) in zip(f, rows):
-            record = json.loads(line)
-            text = sources[record["source_id"]].text
-            chunks.append(
-                Chunk(
-                    id=record["id"],
-                    source_id=record["source_id"],
-                    start=record["start"],
-                    end=record["end"],
-                    text=text[record["start"] : record["end"]],
-                    sentences=tuple((int(s), int(e)) for s, e in spans[lo:hi]),
-                )
-            )
+        try:
+            chunks = ChunkTable.from_records(map(json.loads, f), sources, arrays["sentence_spans"], arrays["chunk_rows"])
+        except ChunkTableError as err:
+            raise IndexUnavailable(f"the chunks of version {manifest['version']} are unreadable ({err}); {FULL_REBUILD_HINT}") from err
     store = VectorStore.open(settings, version_dir, manifest["version"])
     if store.size != len(chunks):
         raise IndexUnavailable(
@@ -191,9 +193,9 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         manifest=manifest,
         sources=sources,
         chunks=chunks,
-        sentence_spans=spans,
+        sentence_spans=arrays["sentence_spans"],
         sentence_vectors=arrays["sentence_vectors"],
-        chunk_rows=rows,
+        chunk_rows=arrays["chunk_rows"],
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
@@ -218,7 +220,7 @@ class IndexBuilder:
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, progress: bool = False):
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.model_path)
+        self.embedder = embedder or Embedder.for_settings(settings)
         self.progress = progress
         self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
 
@@ -262,19 +264,24 @@ class IndexBuilder:
                 self.settings = replace(self.settings, sources_dir=self.sources_folder())
                 report = self._build(full)
             except BaseException as err:
+                from qa.sources import SourceError
+
+                failure = self._failure(err)  # before the clean-up frees the space the partial version took
                 versions.clean_up(self.settings, keep=set())  # the partial version: frees what it took
                 if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
-                    raise BuildFailed(self._failure(err)) from err
+                    raise BuildFailed(failure) from err
                 raise
             return replace(report, warnings=report.warnings + versions.clean_up(self.settings, keep={report.version}))
         finally:
             lock.release()
 
-    def _failure(self, err: Exception) -> str:
+    def _failure(self, err: BaseException) -> str:
         served = current_version(self.settings.index_dir)
         text = f"{type(err).__name__}: {err}"
         full_disk = getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG) or any(w in str(err).lower() for w in ("full", "disk i/o"))
-        hint = f"; free space where {self.settings.index_dir} lives and build again" if full_disk else ""
+        refused = None if full_disk else _refused_write(self.settings.index_dir)
+        hint = f"; free space where {self.settings.index_dir} lives and build again" if full_disk or refused else ""
+        text += f"; a test write there fails too ({refused})" if refused else ""
         return f"the build failed ({text}){hint}; the served version {served or '(none)'} is unchanged"
 
     def _previous(self, full: bool) -> tuple[str | None, dict[str, _SourceData], str | None]:
@@ -286,13 +293,10 @@ class IndexBuilder:
             index = load_index(self.settings)
         except Exception as err:  # any damage to the old version only means: build everything
             return None, {}, str(err)
-        by_source: dict[str, list[int]] = {}
-        for i, chunk in enumerate(index.chunks):
-            by_source.setdefault(chunk.source_id, []).append(i)
         data: dict[str, _SourceData] = {}
         for source in index.sources.values():
-            positions = by_source[source.id]
-            rows = index.chunk_rows[positions]
+            positions = index.chunks.of_source(source.id)
+            rows = np.asarray(index.chunk_rows[positions.start : positions.stop])
             lo, hi = int(rows[:, 0].min()), int(rows[:, 1].max())
             # Sentence rows of one source are contiguous, and so are its chunks.
             data[source.id] = _SourceData(
@@ -301,7 +305,7 @@ class IndexBuilder:
                 sentence_spans=index.sentence_spans[lo:hi],
                 sentence_vectors=index.sentence_vectors[lo:hi],
                 chunk_rows=rows - lo,
-                chunk_vectors=index.chunk_vectors[positions],
+                chunk_vectors=index.chunk_vectors[positions.start : positions.stop],
             )
         index.close()
         return version, data, None
@@ -331,7 +335,7 @@ class IndexBuilder:
         # Identical texts (a caption in two articles, a run-on line cut into equal pieces) are encoded once.
         unique = list(dict.fromkeys(texts))
         row_of = {t: i for i, t in enumerate(unique)}
-        vectors = self.embedder.encode(unique, progress=self.progress)[[row_of[t] for t in texts]]
+        vectors = self._encode(unique, sum(len(p[1]) for p in plan))[[row_of[t] for t in texts]]
         at = 0
         for source, chunks, spans, rows in plan:
             n, m = len(spans), len(chunks)
@@ -346,9 +350,25 @@ class IndexBuilder:
             at += n + m
         return out
 
+    def _encode(self, texts: list[str], chunks: int) -> np.ndarray:
+        """Encode in slices, so the progress bar (shown when asked) tells chunks/s and the time left:
+        each slice counts for its share of the chunks (sentences are embedded too)."""
+        if texts:
+            self.embedder.model  # loaded first: the bar names the device it runs on and the batch size for it
+        step = self.embedder.batch_size * 8
+        parts = []
+        with tqdm(total=chunks, unit="chunk", disable=not self.progress or not texts, desc=f"embedding ({self.embedder.device})",
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]") as bar:
+            for i in range(0, len(texts), step):
+                parts.append(self.embedder.encode(texts[i : i + step]))
+                bar.update(len(parts[-1]) * chunks / len(texts))
+        return np.vstack(parts) if parts else self.embedder.encode([])
+
     def _build(self, full: bool) -> BuildReport:
         started = time.perf_counter()
         settings = self.settings
+        from qa.sources import SourceReader  # the readers' libraries: a build needs them, a server's request does not
+
         sources, problems = SourceReader(max_bytes=settings.max_source_bytes).run(settings.sources_dir)
         base_version, previous, full_reason = self._previous(full)
         # What changed is told against the version being replaced, even when a full build reuses nothing.
@@ -396,7 +416,7 @@ class IndexBuilder:
             store.delete_sources(updated + removed)
         store.add(
             [c.id for c in new_chunks],
-            chunk_vectors[[positions[c.id] for c in new_chunks]] if new_chunks else np.zeros((0, dim), np.float32),
+            chunk_vectors[[positions[c.id] for c in new_chunks]].astype(np.float32) if new_chunks else np.zeros((0, dim), np.float32),
             [{"source_id": c.source_id} for c in new_chunks],
         )
 
@@ -408,18 +428,20 @@ class IndexBuilder:
         with (version_dir / "chunks.jsonl").open("w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps({"id": c.id, "source_id": c.source_id, "start": c.start, "end": c.end}) + "\n")
-        np.savez(
-            version_dir / "vectors.npz",
-            sentence_spans=np.vstack(spans) if spans else np.zeros((0, 2), np.int64),
-            sentence_vectors=sentence_vectors,
-            chunk_rows=chunk_rows,
-            chunk_vectors=chunk_vectors,
-        )
+        arrays = {
+            "sentence_spans": np.vstack(spans) if spans else np.zeros((0, 2), np.int64),
+            "sentence_vectors": sentence_vectors.astype(VECTOR_DTYPE),
+            "chunk_rows": chunk_rows,
+            "chunk_vectors": chunk_vectors.astype(VECTOR_DTYPE),
+        }
+        for name in ARRAYS:
+            np.save(version_dir / f"{name}.npy", arrays[name])
         manifest = {
             "format": FORMAT,
             "version": version,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim},
+            "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim,
+                      "backend": self.embedder.backend, "space": self.embedder.space},
             "chunking": _chunking_settings(settings),
             "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
             "sources": {s.id: {"sha256": s.sha256, "file": s.file_name, "chunks": len(per_source[s.id].chunks)} for s in sources},
@@ -443,6 +465,22 @@ class IndexBuilder:
             seconds=time.perf_counter() - started,
             full_reason=full_reason,
         )
+
+
+def _refused_write(folder: Path) -> str | None:
+    """Why a 1 MiB write in `folder` fails for want of space (a full disk, a file-size limit), else None.
+    A store's own error may not say so (Chroma: "Error in compaction: Failed to apply logs")."""
+    probe = folder / f".space-probe-{os.getpid()}"
+    try:
+        with probe.open("wb") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        return err.strerror if err.errno in (errno.ENOSPC, errno.EFBIG) else None
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
 
 
 def empty_reason(folder: Path, problems: list[Problem]) -> str:

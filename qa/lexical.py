@@ -68,7 +68,8 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path, size: int) -> "LexicalIndex":
-        return cls(bm25s.BM25.load(str(folder), show_progress=False, mmap=False), size)
+        # Memory-mapped: every worker reads the score matrix from the one page cache.
+        return cls(bm25s.BM25.load(str(folder), show_progress=False, mmap=True), size)
 
     def search(self, query: str, n: int, mask: np.ndarray | None = None) -> tuple[list[int], list[float]]:
         """Indices of the best `n` texts with positive score, best first; with `mask` (one weight per

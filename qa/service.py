@@ -55,7 +55,7 @@ class Asked:
 class QAService:
     def __init__(self, settings: Settings, embedder: Embedder | None = None, retriever: Retriever | None = None):
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.model_path)
+        self.embedder = embedder or Embedder.for_settings(settings)
         self.retriever = retriever or Retriever(self.embedder)
         self.corroborator = Corroborator()
         self._index: LoadedIndex | None = None

@@ -1,6 +1,7 @@
 """Run the app under gunicorn (gthread workers) from Python, so `qa serve` needs no extra config."""
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict
 
 from gunicorn.app.base import BaseApplication
@@ -21,10 +22,13 @@ class _Gunicorn(BaseApplication):
         from qa.app import create_app
 
         app = create_app({k: v for k, v in asdict(self.settings).items()})
-        # Load the model and the index before the first request, not during it.
+        # Load the model and the index before the first request, not during it, side by side: much of
+        # each (reading files, ONNX Runtime's and Chroma's native set-up) runs outside the GIL.
         service = app.extensions["qa"]
+        index = threading.Thread(target=service.health, name="qa-load-index")
+        index.start()
         service.embedder.encode(["warm up"])
-        service.health()
+        index.join()
         return app
 
 

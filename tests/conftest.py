@@ -23,7 +23,7 @@ def embedder():
     from qa.config import Settings
     from qa.embedding import Embedder
 
-    return Embedder(Settings.from_env().model_path)
+    return Embedder.for_settings(Settings.from_env())
 
 
 @pytest.fixture(scope="session")

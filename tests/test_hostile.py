@@ -116,7 +116,7 @@ def test_server_starts_on_a_damaged_or_empty_index_and_says_how_to_fix(seed_inde
     damaged = tmp_path / "damaged"
     subprocess.run(["cp", "-r", str(seed_index.index_dir), str(damaged)], check=True)
     version_dir = damaged / "versions" / current_version(damaged)
-    (version_dir / "vectors.npz").write_bytes(b"garbage")
+    (version_dir / "chunk_vectors.npy").write_bytes(b"garbage")
     with Server(damaged) as server:
         health = requests.get(server.base + "/api/health", timeout=10)
         assert health.status_code == 503 and "qa index --full" in health.json()["error"]

@@ -101,7 +101,7 @@ def test_a_failed_load_is_retried_for_the_version_that_failed_not_the_next_one(s
     good = IndexBuilder(settings, embedder=embedder).run().version
     versions_dir = settings.index_dir / "versions"
     shutil.copytree(versions_dir / good, versions_dir / "broken")
-    (versions_dir / "broken" / "vectors.npz").write_bytes(b"garbage")
+    (versions_dir / "broken" / "chunk_vectors.npy").write_bytes(b"garbage")
     write_atomic(settings.index_dir / "CURRENT", "broken\n")
 
     real_load = qa.service.load_index

@@ -1,0 +1,149 @@
+"""all-MiniLM-L6-v2 on ONNX Runtime: exported once from the bundled PyTorch weights, then run
+without torch (tokenizers + onnxruntime), which is faster per question and starts faster.
+
+sentence-transformers' own `backend="onnx"` needs optimum-onnx, whose releases require
+transformers < 4.58 while sentence-transformers 6 requires transformers ≥ 5: they cannot be
+installed together. So the export is done here with `torch.onnx.export` of the transformer with the
+model's mean pooling and normalisation inside the graph, and `onnx-int8` is ONNX Runtime's dynamic
+quantization (int8 weights, per channel, MatMul only: cosine 0.97–0.995 to PyTorch's on the probes).
+
+The export goes to `<cache>/<model fingerprint>-<variant>/` (written to a temporary folder, then
+renamed; a file lock lets one process export while the others wait). `meta.json` beside the
+model records the tokenizer's length limit and how close its vectors came to PyTorch's.
+
+Usage:
+    >>> encoder = OnnxEncoder.load(model_path, cache_dir / "onnx", int8=False)
+    >>> encoder.encode(["When was the treaty signed?"]).shape
+    (1, 384)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+MODEL_FILE = "model.onnx"
+META_FILE = "meta.json"
+# Export is checked on these: questions, a long passage cut by the length limit, odd text.
+PROBES = (
+    "When did Maduro enact the treaty law?",
+    "How many agreements were signed in Moscow in May 2025?",
+    "  Leading and trailing spaces, ünïcödé, 中文字符 and numbers 1,234.5  ",
+    "The treaty covers energy, mining, defence and technology cooperation. " * 30,
+    "x",
+)
+
+
+class OnnxExportError(Exception):
+    """The model cannot be exported or run on ONNX Runtime; the message says why."""
+
+
+def _export(model_path: str, folder: Path, int8: bool) -> None:
+    """Export the sentence-transformers model at `model_path` into `folder` (which must not exist)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    modules = json.loads((Path(model_path) / "modules.json").read_text())
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    pooling = json.loads((Path(model_path) / modules[1]["path"] / "config.json").read_text()) if len(modules) > 1 else {}
+    modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
+    if kinds[:2] != ["Transformer", "Pooling"] or modes != {"pooling_mode_mean_tokens"}:
+        raise OnnxExportError(f"the ONNX backend exports transformer + mean pooling models only, not {kinds} {sorted(modes)}")
+    normalize = "Normalize" in kinds
+    # Eager attention traces to one graph for every batch shape (SDPA's traced branches may not).
+    model = SentenceTransformer(model_path, device="cpu", local_files_only=True, model_kwargs={"attn_implementation": "eager"})
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, transformer):
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                      token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
+
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    sample = model.tokenizer(list(PROBES[:2]), padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on branches the eager graph does not take
+        torch.onnx.export(Pooled(model[0].auto_model).eval(), tuple(sample[n] for n in names), str(tmp / MODEL_FILE),
+                          input_names=names, output_names=["sentence_embedding"],
+                          dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "sentence_embedding": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.disable(logging.WARNING)  # its advice to pre-process applies to image models
+        try:
+            quantize_dynamic(str(tmp / MODEL_FILE), str(tmp / "int8.onnx"), weight_type=QuantType.QInt8,
+                             per_channel=True, op_types_to_quantize=["MatMul"])
+        finally:
+            logging.disable(logging.NOTSET)
+        (tmp / "int8.onnx").replace(tmp / MODEL_FILE)
+    meta = {"max_seq_length": int(model.max_seq_length), "dimension": int(model.get_embedding_dimension()),
+            "int8": int8, "torch": torch.__version__}
+    (tmp / META_FILE).write_text(json.dumps(meta))
+    reference = model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True)
+    exported = OnnxEncoder.open(model_path, tmp).encode(list(PROBES))
+    meta["min_cosine_vs_torch"] = round(float(np.min(np.sum(reference * exported, axis=1))), 5)
+    (tmp / META_FILE).write_text(json.dumps(meta))
+    tmp.rename(folder)
+
+
+@dataclass
+class OnnxEncoder:
+    """Tokenizer and ONNX Runtime session; `encode` returns L2-normalised float32 vectors."""
+
+    tokenizer: object
+    session: object
+    dimension: int
+    meta: dict
+
+    @classmethod
+    def load(cls, model_path: str, folder: Path, int8: bool) -> "OnnxEncoder":
+        """Open the export in `folder`, making it first if it is not there yet."""
+        if not (folder / META_FILE).is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(folder.with_name(f".{folder.name}.lock"))):
+                if not (folder / META_FILE).is_file():
+                    _export(model_path, folder, int8)
+        return cls.open(model_path, folder)
+
+    @classmethod
+    def open(cls, model_path: str, folder: Path) -> "OnnxEncoder":
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        meta = json.loads((folder / META_FILE).read_text())
+        tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+        tokenizer.enable_truncation(meta["max_seq_length"])
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        session = onnxruntime.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        return cls(tokenizer, session, meta["dimension"], meta)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Batches of similar length (less padding), as sentence-transformers does; the input order is kept."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for i in range(0, len(texts), batch_size):
+            rows = order[i : i + batch_size]
+            # sentence-transformers strips each text before tokenizing; so must this, or vectors differ.
+            encoded = self.tokenizer.encode_batch([texts[r].strip() for r in rows])
+            feed = {name: np.array([getattr(e, field) for e in encoded], dtype=np.int64)
+                    for name, field in (("input_ids", "ids"), ("attention_mask", "attention_mask"), ("token_type_ids", "type_ids"))}
+            out[rows] = self.session.run(None, feed)[0]
+        return out

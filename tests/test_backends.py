@@ -1,0 +1,87 @@
+"""Encoder runtimes (QA_BACKEND), devices (QA_DEVICE) and which index a backend may query."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qa.config import Settings, SettingsError
+from qa.embedding import Embedder
+from qa.indexing import IndexBuilder, IndexUnavailable, load_index
+from qa.onnx_encoder import META_FILE, PROBES
+
+TEXTS = [*PROBES, "Nicolás Maduro enacted the law on October 7, 2025.", "¿Cuándo se firmó el tratado?"]
+
+
+@pytest.mark.parametrize("env, named", [({"QA_BACKEND": "tensorflow"}, "QA_BACKEND"), ({"QA_DEVICE": "tpu"}, "QA_DEVICE"),
+                                        ({"QA_BACKEND": "onnx", "QA_DEVICE": "cuda"}, "QA_BACKEND=torch with QA_DEVICE=cuda")])
+def test_backend_and_device_settings_are_checked_at_start(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env=env)
+
+
+@pytest.fixture(scope="module")
+def torch_embedder(embedder):
+    return Embedder(embedder.model_path, backend="torch")
+
+
+def test_auto_device_is_cuda_only_when_torch_sees_one(torch_embedder):
+    import torch
+
+    torch_embedder.encode(["load"])
+    assert torch_embedder.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("backend, floor", [("onnx", 0.9999), ("onnx-int8", 0.97)])
+def test_onnx_export_is_made_once_from_the_bundled_weights_and_matches_torch(backend, floor, torch_embedder, tmp_path):
+    onnx = Embedder(torch_embedder.model_path, backend=backend, cache_dir=tmp_path)
+    vectors = onnx.encode(TEXTS)
+    reference = torch_embedder.encode(TEXTS)
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert np.min(np.sum(vectors * reference, axis=1)) >= floor
+    (folder,) = (p for p in (tmp_path / "onnx").iterdir() if not p.name.startswith("."))  # beside it: the export's lock
+    meta = json.loads((folder / META_FILE).read_text())
+    assert meta["min_cosine_vs_torch"] >= floor and meta["int8"] == (backend == "onnx-int8")
+    exported = (folder / "model.onnx").stat().st_mtime_ns
+    again = Embedder(torch_embedder.model_path, backend=backend, cache_dir=tmp_path)
+    # Batched with other texts or not: fp32 gives the same vectors; int8 quantizes activations per batch, so not quite.
+    assert np.min(np.sum(again.encode(TEXTS[:2]) * vectors[:2], axis=1)) >= (0.99999 if backend == "onnx" else floor)
+    assert (folder / "model.onnx").stat().st_mtime_ns == exported
+
+
+def test_an_index_is_queried_by_a_backend_of_its_vector_space_and_refused_by_another(seed_index, embedder):
+    built_with = embedder.backend
+    other_fp32 = {"torch": "onnx", "onnx": "torch"}[built_with]
+    load_index(Settings.from_env({"index_dir": seed_index.index_dir, "backend": other_fp32})).close()  # the same vectors
+    int8 = Settings.from_env({"index_dir": seed_index.index_dir, "backend": "onnx-int8"})
+    with pytest.raises(IndexUnavailable, match=f"QA_BACKEND={built_with}.*QA_BACKEND=onnx-int8.*qa index --full"):
+        load_index(int8)
+
+
+def test_the_build_progress_bar_shows_chunks_per_second_and_the_time_left(tmp_path, embedder, capsys):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "a.txt").write_text("The treaty was signed in May. " * 40 + "\n\nIt came into force in October.", encoding="utf-8")
+    settings = Settings.from_env({"sources_dir": sources, "index_dir": tmp_path / "index"})
+    report = IndexBuilder(settings, embedder=embedder, progress=True).run()
+    err = capsys.readouterr().err
+    assert f"embedding ({embedder.device})" in err and "chunk/s" in err and f"{report.chunks}/{report.chunks} [" in err
+
+
+def test_a_worker_answers_without_importing_torch_or_the_document_readers(seed_index, embedder):
+    """Cold start: what a request does not need is imported only when a build or an upload needs it."""
+    if embedder.backend == "torch":
+        pytest.skip("QA_BACKEND=torch answers with torch")
+    embedder.encode(["exported"])  # the export (which needs torch) is made once per machine, not per worker
+    script = (f"import sys; from qa.app import create_app; app = create_app({{'index_dir': {str(seed_index.index_dir)!r}}}); "
+              "assert app.extensions['qa'].ask('When did Maduro enact the treaty law?', 1)['results']; "
+              "print(sorted(m for m in ('torch', 'sentence_transformers', 'qa.sources', 'ftfy', 'trafilatura') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QA_CACHE_DIR": str(embedder.cache_dir)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -1,0 +1,62 @@
+"""The on-disk layout a worker memory-maps: float16 vectors, BM25, and chunks made from offsets."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from qa.chunking import SentenceChunker
+from qa.config import Settings
+from qa.indexing import FORMAT, IndexBuilder, IndexUnavailable, current_version, load_index
+from qa.versions import manifest_checksum
+
+
+def test_vectors_and_bm25_are_memory_mapped_float16_within_cosine_1e3_of_the_model(seed_index, embedder):
+    index = load_index(seed_index)
+    try:
+        for vectors in (index.chunk_vectors, index.sentence_vectors):
+            assert isinstance(vectors, np.memmap) and vectors.dtype == np.float16 and vectors.mode == "r"
+        assert isinstance(index.lexical.retriever.scores["data"], np.memmap)
+        fresh = embedder.encode([c.text for c in index.chunks])
+        assert np.min(np.sum(fresh * index.chunk_vectors.astype(np.float32), axis=1)) > 0.999
+        sentences = [index.sources[c.source_id].text[s:e] for c in index.chunks for s, e in c.sentences]
+        rows = [r for lo, hi in index.chunk_rows for r in range(lo, hi)]
+        fresh = embedder.encode(sentences)
+        assert np.min(np.sum(fresh * index.sentence_vectors[rows].astype(np.float32), axis=1)) > 0.999
+    finally:
+        index.close()
+
+
+def test_chunks_read_from_the_table_are_the_chunks_the_chunker_made(seed_index):
+    index = load_index(seed_index)
+    try:
+        chunker = SentenceChunker(seed_index.chunk_tokens, seed_index.overlap_sentences)
+        made = [c for source in index.sources.values() for c in chunker.run(source)]
+        assert list(index.chunks) == made and len(index.chunks) == len(made)
+        assert index.chunks[-1] == made[-1]
+        assert {cid: index.position[cid] for cid in (c.id for c in made)} == {c.id: i for i, c in enumerate(made)}
+        first = next(iter(index.sources))
+        for unknown in ("nothing#0", f"{first}#{len(made)}", f"{first}#x", first, ""):
+            assert unknown not in index.position
+        with pytest.raises(IndexError):
+            index.chunks[len(made)]
+    finally:
+        index.close()
+
+
+def test_an_index_of_the_previous_format_is_refused_with_the_fix_and_rebuilt_in_full(seed_index, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
+    manifest_path = index_dir / "versions" / current_version(index_dir) / "manifest.json"
+    manifest = {**json.loads(manifest_path.read_text()), "format": FORMAT - 1}
+    manifest["checksum"] = manifest_checksum(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": index_dir})
+    with pytest.raises(IndexUnavailable, match=f"format {FORMAT - 1}, this program reads {FORMAT}.*qa index --full"):
+        load_index(settings)
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.full_reason and f"format {FORMAT - 1}" in report.full_reason
+    assert report.embedded_chunks == report.chunks
+    load_index(settings).close()
