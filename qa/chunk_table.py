@@ -76,11 +76,11 @@ class ChunkTable(Sequence[Chunk]):
             raise IndexError(position)
         position %= len(self)
         sid = self.source_ids[int(self.source_of[position])]
-        start, end = (int(x) for x in self.bounds[position])
-        lo, hi = (int(x) for x in self.chunk_rows[position])
+        start, end = self.bounds[position].tolist()
+        lo, hi = self.chunk_rows[position].tolist()
         return Chunk(id=self.chunk_id(position), source_id=sid, start=start, end=end,
                      text=self.sources[sid].text[start:end],
-                     sentences=tuple((int(a), int(b)) for a, b in self.sentence_spans[lo:hi]))
+                     sentences=tuple(map(tuple, self.sentence_spans[lo:hi].tolist())))
 
     def __iter__(self) -> Iterator[Chunk]:
         return (self[i] for i in range(len(self)))

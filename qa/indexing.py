@@ -176,7 +176,9 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
                                 pages=tuple(s.get("pages", ())))
         for s in raw_sources
     }
-    arrays = {name: np.load(version_dir / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+    # Plain ndarray views of the memory maps: still backed by the files, without np.memmap's
+    # per-access bookkeeping (which cost more than the rest of a question's ranking).
+    arrays = {name: np.asarray(np.load(version_dir / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
     with (version_dir / "chunks.jsonl").open(encoding="utf-8") as f:
         try:
             chunks = ChunkTable.from_records(map(json.loads, f), sources, arrays["sentence_spans"], arrays["chunk_rows"])

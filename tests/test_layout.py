@@ -17,7 +17,9 @@ def test_vectors_and_bm25_are_memory_mapped_float16_within_cosine_1e3_of_the_mod
     index = load_index(seed_index)
     try:
         for vectors in (index.chunk_vectors, index.sentence_vectors):
-            assert isinstance(vectors, np.memmap) and vectors.dtype == np.float16 and vectors.mode == "r"
+            # a plain view of the memory map: backed by the file, read-only
+            assert isinstance(vectors.base, np.memmap) and vectors.base.mode == "r" and not vectors.flags.writeable
+            assert vectors.dtype == np.float16
         assert isinstance(index.lexical.retriever.scores["data"], np.memmap)
         fresh = embedder.encode([c.text for c in index.chunks])
         assert np.min(np.sum(fresh * index.chunk_vectors.astype(np.float32), axis=1)) > 0.999
