@@ -186,13 +186,11 @@ class Retriever:
 
         chunk_cos = index.chunk_vectors[positions] @ query if positions else np.zeros(0)
         row_chunk: list[int] = []
-        row_span: list[tuple[int, int]] = []
         row_vectors: list[int] = []
-        for c, p in enumerate(positions):
-            lo, hi = index.chunk_rows[p]
+        for c, (lo, hi) in enumerate(index.chunk_rows[positions].tolist() if positions else []):
             row_vectors.extend(range(lo, hi))
             row_chunk.extend([c] * (hi - lo))
-            row_span.extend(index.chunks[p].sentences)
+        row_span: list[tuple[int, int]] = list(map(tuple, index.sentence_spans[row_vectors].tolist()))
         sentence_cos = index.sentence_vectors[row_vectors] @ query if row_vectors else np.zeros(0)
 
         bm25 = np.zeros(len(positions))
