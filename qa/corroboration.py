@@ -112,7 +112,9 @@ class Corroborator:
             return answer
         rows, owners, spans = self._candidates(index, answer.pool)
         vectors = index.sentence_vectors
-        similarity = vectors[rows] @ vectors[[self._row(index, h) for h in answer.hits]].T  # (candidates, hits)
+        # In float32: numpy multiplies float16 matrices without BLAS, element by element.
+        marked_vectors = vectors[[self._row(index, h) for h in answer.hits]].astype(np.float32)
+        similarity = vectors[rows].astype(np.float32) @ marked_vectors.T  # (candidates, hits)
         # Only sentences close enough to some hit are read (each hit's own sentence among them, at 1.0).
         near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
         slot = {(owners[c], spans[c]): int(c) for c in near}
@@ -154,14 +156,14 @@ class Corroborator:
     @staticmethod
     def _candidates(index: LoadedIndex, pool: tuple[int, ...]) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
         """Every distinct sentence of the pooled passages: its vector row, source and span."""
-        seen: dict[int, tuple[str, tuple[int, int]]] = {}
-        for p in pool:
-            chunk = index.chunks[p]
-            lo, _ = index.chunk_rows[p]
-            for i, span in enumerate(chunk.sentences):
-                seen.setdefault(int(lo) + i, (chunk.source_id, span))
-        rows = np.fromiter(seen, dtype=np.int64, count=len(seen))
-        return rows, [s for s, _ in seen.values()], [span for _, span in seen.values()]
+        positions = list(pool)
+        table = index.chunks
+        owner: dict[int, int] = {}  # sentence row -> its source's number; overlapping passages share rows
+        for (lo, hi), s in zip(index.chunk_rows[positions].tolist(), table.source_of[positions].tolist()):
+            owner.update((r, s) for r in range(lo, hi) if r not in owner)
+        rows = np.fromiter(owner, dtype=np.int64, count=len(owner))
+        spans = list(map(tuple, index.sentence_spans[rows].tolist()))
+        return rows, [table.source_ids[s] for s in owner.values()], spans
 
     @staticmethod
     def _row(index: LoadedIndex, hit: Hit) -> int:

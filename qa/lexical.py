@@ -68,8 +68,11 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path, size: int) -> "LexicalIndex":
-        # Memory-mapped: every worker reads the score matrix from the one page cache.
-        return cls(bm25s.BM25.load(str(folder), show_progress=False, mmap=True), size)
+        # Memory-mapped: every worker reads the score matrix from the one page cache. As plain ndarray
+        # views of the maps: np.memmap's bookkeeping on every slice costs more than the slice.
+        retriever = bm25s.BM25.load(str(folder), show_progress=False, mmap=True)
+        retriever.scores = {k: np.asarray(v) if isinstance(v, np.memmap) else v for k, v in retriever.scores.items()}
+        return cls(retriever, size)
 
     def search(self, query: str, n: int, mask: np.ndarray | None = None) -> tuple[list[int], list[float]]:
         """Indices of the best `n` texts with positive score, best first; with `mask` (one weight per
@@ -90,9 +93,11 @@ class LexicalIndex:
         lacks gets the highest weight (document frequency 0): a question about something the sources
         never mention is not answered by covering its common words."""
         vocab = self.retriever.vocab_dict
-        ids = [vocab.get(t) for t in words]
-        # Column sums of the sparse score matrix would be costly; document frequency is stored per token.
-        nonzero = np.diff(self.retriever.scores["indptr"])
-        df = np.array([nonzero[i] if i is not None else 0 for i in ids], dtype=np.float64)
+        ids = np.array([vocab.get(t, -1) for t in words], dtype=np.int64)
+        # A term's document frequency is the length of its posting list: two reads of `indptr` each.
+        indptr = self.retriever.scores["indptr"]
+        known = ids >= 0
+        df = np.zeros(len(ids))
+        df[known] = indptr[ids[known] + 1] - indptr[ids[known]]
         return np.log1p((self.size - df + 0.5) / (df + 0.5))
 
