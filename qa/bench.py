@@ -108,11 +108,15 @@ class _Served:
         self.cold_start = time.perf_counter() - self.started
         return self
 
-    def rss_mb(self) -> tuple[float, float]:
-        """Resident memory of the server's processes (master and workers), and of its largest worker."""
+    def memory_mb(self) -> dict[str, float]:
+        """Resident memory of the server's processes (master and workers) and of its largest worker,
+        that worker's split into private memory (what each more worker costs) and mapped files (the
+        index arrays, BM25, libraries: the page cache every worker shares)."""
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]
-        sizes = {pid: _rss_mb(pid) for pid in [self.process.pid, *workers]}
-        return sum(sizes.values()), max((sizes[w] for w in workers), default=0.0)
+        sizes = {pid: _memory_mb(pid) for pid in [self.process.pid, *workers]}
+        largest = max((sizes[w] for w in workers), key=lambda m: m["VmRSS"], default={"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0})
+        return {"server_rss_mb": sum(m["VmRSS"] for m in sizes.values()), "worker_rss_mb": largest["VmRSS"],
+                "worker_private_mb": largest["RssAnon"], "worker_shared_mb": largest["RssFile"]}
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
@@ -122,11 +126,14 @@ class _Served:
             self.process.kill()
 
 
-def _rss_mb(pid: int) -> float:
+def _memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (all resident), RssAnon (private) and RssFile (mapped files) of a process, MB."""
     try:
-        return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
-    except (OSError, AttributeError):  # gone meanwhile
-        return 0.0
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone meanwhile
+        status = ""
+    return {key: int(m.group(1)) / 1024 if (m := re.search(rf"{key}:\s+(\d+)", status)) else 0.0
+            for key in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def _latencies(base: str, questions: list[str]) -> list[float]:
@@ -228,7 +235,7 @@ class Bench:
     rows: list[dict] = field(default_factory=list)
     scale: list[dict] = field(default_factory=list)
     cached: CachedEmbedder | None = None  # shared by every size: each distinct sentence is encoded once
-    worker_floor: float | None = None  # RSS of a worker serving the seeds: the model and libraries
+    worker_floor: dict[str, float] = field(default_factory=dict)  # a worker serving the seeds: the model and libraries
 
     def row(self, figure: str, value: float, floor: float | None, target: str, unit: str, higher_is_better: bool = False):
         ratio = None if not floor else (floor / value if higher_is_better else value / floor)
@@ -330,7 +337,7 @@ class Bench:
             self.row("query latency p50 over loopback, ms", _percentile(served, 50), _percentile(floor, 50), "≤ 1.5× floor", "ms")
             self.row("query latency p95 over loopback, ms", _percentile(served, 95), _percentile(floor, 95), "≤ 3× floor", "ms")
             rate = _throughput(server.base, questions, 400)
-            self.worker_floor = server.rss_mb()[1]
+            self.worker_floor = server.memory_mb()
         batch = questions * 4
         started = time.perf_counter()
         model.encode(batch, batch_size=32)
@@ -427,11 +434,11 @@ class Bench:
                 top = [r for r in results[:5] if r["source"]["id"] in seed_ids]
                 hits += any(contains_answer(r["text"], q.answers) for r in top)
                 sources += any(r["source"]["id"] in q.sources for r in top)
-            rss, worker = server.rss_mb()
+            memory = server.memory_mb()
         self.scale.append({
             "chunks": report.chunks, "build_s": round(build, 1), "build_chunks_per_s": round(report.chunks / build, 1),
             "incremental_s": round(incremental, 2), "query_p50_ms": round(_percentile(started_all, 50), 1),
-            "query_p95_ms": round(_percentile(started_all, 95), 1), "server_rss_mb": round(rss), "worker_rss_mb": round(worker),
+            "query_p95_ms": round(_percentile(started_all, 95), 1), **{k: round(v) for k, v in memory.items()},
             "disk_mb": round(disk, 1), "disk_kb_per_chunk": round(disk * 1024 / report.chunks, 2),
             "vector_kb_per_chunk": round(vector_bytes / 1024 / report.chunks, 2),
             "answer@5": round(hits / len(gold), 3), "source@5": round(sources / len(gold), 3),
@@ -450,7 +457,9 @@ class Bench:
             self.row(f"query p95 at {n}, ms (floor: p95 at {base['chunks']:,})", r["query_p95_ms"], base["query_p95_ms"],
                      "≤ 1.5× floor", "ms")
             self.row(f"RSS per worker at {n}, MB (floor: a worker serving the seeds)", r["worker_rss_mb"],
-                     self.worker_floor, "≤ 2,560 MB at 1M", "MB")
+                     self.worker_floor.get("worker_rss_mb"), "≤ 2,560 MB at 1M", "MB")
+            self.row(f"of which private to the worker at {n}, MB (floor: a worker serving the seeds)",
+                     r["worker_private_mb"], self.worker_floor.get("worker_private_mb"), "—", "MB")
             self.row(f"disk per chunk at {n}, KB (floor: its float16 vectors)", r["disk_kb_per_chunk"],
                      r["vector_kb_per_chunk"], "—", "KB")
 
