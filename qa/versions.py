@@ -121,7 +121,8 @@ def publish(index_dir: Path, folder: Path, manifest: dict, files: tuple[str, ...
     """Checksum `files`, write the manifest last, then switch `CURRENT` to it. Returns the version replaced."""
     manifest = {**manifest, "files": {name: file_sha256(folder / name) for name in files}}
     manifest["checksum"] = manifest_checksum(manifest)
-    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
+    # Not indented: json's fast encoder writes only compact text (seconds less for a manifest of 100k sources).
+    write_atomic(folder / MANIFEST, json.dumps(manifest, ensure_ascii=False))
     replaced = current_version(index_dir)
     write_atomic(index_dir / CURRENT, folder.name + "\n")  # the switch
     return replaced
