@@ -202,7 +202,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
             chunks = ChunkTable.from_records(map(json.loads, f), sources, arrays["sentence_spans"], arrays["chunk_rows"])
         except ChunkTableError as err:
             raise IndexUnavailable(f"the chunks of version {manifest['version']} are unreadable ({err}); {FULL_REBUILD_HINT}") from err
-    store = VectorStore.open(settings, version_dir, manifest["version"])
+    store = VectorStore.open(settings, version_dir, manifest)
     if store.size != len(chunks):
         raise IndexUnavailable(
             f"the vector store of version {manifest['version']} holds {store.size} chunks, "
@@ -538,17 +538,22 @@ class IndexBuilder:
         rows.save(version_dir, dim)
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
-        base_dir = versions.version_dir(settings.index_dir, base.version) if base else None
-        store, copied = VectorStore.create(settings, version_dir, version, base_dir)
-        if copied:
+        # Each source's vectors are named by the version that embedded them: on a Chroma server,
+        # versions share the records of the sources they share.
+        embedded = {s.id: version if s.id in fresh else base_sources[s.id]["embedded"] for s in sources}
+        store_kind = "chroma-server" if settings.chroma_url else "chroma-embedded"
+        same_store = base and base.manifest["store"] == store_kind
+        base_dir = versions.version_dir(settings.index_dir, base.version) if same_store else None
+        store, holds = VectorStore.create(settings, version_dir, base_dir, base.manifest["chunk_count"] if same_store else 0)
+        if holds:
             store.delete_sources(updated + removed)
         at, ids, positions, metadatas = 0, [], [], []
         for source in sources:
             n = counts[source.id][0]
-            if not copied or source.id in fresh:
+            if not holds or source.id in fresh:
                 ids.extend(f"{source.id}#{i}" for i in range(n))
                 positions.extend(range(at, at + n))
-                metadatas.extend({"source_id": source.id} for _ in range(n))
+                metadatas.extend({"source_id": source.id, "embedded": embedded[source.id]} for _ in range(n))
             at += n
         store.add(ids, np.asarray(chunk_vectors[positions], np.float32).reshape(len(ids), dim), metadatas)
         store.close()
@@ -568,10 +573,11 @@ class IndexBuilder:
             "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim,
                       "backend": self.embedder.backend, "space": self.embedder.space},
             "chunking": _chunking_settings(settings),
-            "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
+            "store": store_kind,
             # In index order: each source's rows in the arrays follow from the counts before it.
             "sources": {s.id: {"sha256": sha256[s.id], "file": s.file_name, "chunks": counts[s.id][0],
-                               "sentences": counts[s.id][1], "meta": metas[s.id]} for s in sources},
+                               "sentences": counts[s.id][1], "meta": metas[s.id], "embedded": embedded[s.id]}
+                        for s in sources},
             "chunk_count": at,
             # Why there is nothing to serve, for the server's 503 (None when there are sources).
             "empty": None if sources else empty_reason(settings.sources_dir, problems),

@@ -1,5 +1,7 @@
 """The service on a real Chroma server (`chroma run`) with two gunicorn workers, end to end:
-build into the server, serve, rebuild after a source change, every worker switches."""
+build into the server, serve, rebuild after a source change (which adds only that source's records
+to the collection every version shares), every worker switches."""
+import json
 import os
 import subprocess
 import time
@@ -9,7 +11,7 @@ import requests
 
 from qa.indexing import current_version
 from tests.conftest import QA, Server
-from tests.test_lifecycle import NEW_SENTENCE, _edit
+from tests.test_lifecycle import EDITED, NEW_SENTENCE, _edit
 
 
 def _ask(base: str) -> dict:
@@ -28,7 +30,9 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
     old_version = current_version(index_dir)
     assert not (index_dir / "versions" / old_version / "chroma").exists()  # vectors live on the server
     client = chromadb.HttpClient(host="127.0.0.1", port=port)
-    assert [c.name for c in client.list_collections()] == [f"qa-chunks-{old_version}"]
+    assert [c.name for c in client.list_collections()] == ["qa-chunks"]  # one collection, shared by every version
+    chunks = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["chunk_count"]
+    assert client.get_collection("qa-chunks").count() == chunks
 
     with Server(index_dir, workers=2, threads=4, env={"QA_CHROMA_URL": url}) as server:
         answers = [_ask(server.base) for _ in range(6)]
@@ -50,5 +54,10 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
         assert any(NEW_SENTENCE in r["text"] for r in answer["results"])
         assert not any("La Orchila" in r["text"] for r in answer["results"])
 
-    names = {c.name for c in client.list_collections()}
-    assert f"qa-chunks-{new_version}" in names and len(names) <= 2
+    assert [c.name for c in client.list_collections()] == ["qa-chunks"]
+    records = client.get_collection("qa-chunks").get(include=["metadatas"])
+    # The rebuild added only the edited source's records, under the new version; the rest are shared.
+    added = [i for i, m in zip(records["ids"], records["metadatas"]) if m["embedded"] == new_version]
+    assert added and all(m["source_id"] == EDITED for m in records["metadatas"] if m["embedded"] == new_version)
+    assert {m["embedded"] for m in records["metadatas"]} == {old_version, new_version}
+    assert len(records["ids"]) - len(added) == chunks  # the edited source's old records stay until a clean-up finds its version gone
