@@ -1,6 +1,7 @@
 """The service on a real Chroma server (`chroma run`) with two gunicorn workers, end to end:
 build into the server, serve, rebuild after a source change (which adds only that source's records
-to the collection every version shares), every worker switches."""
+to the collection every version shares), every worker switches; each version answers from its own
+records, and the clean-up leaves only the records remaining versions use."""
 import json
 import os
 import subprocess
@@ -61,3 +62,39 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
     assert added and all(m["source_id"] == EDITED for m in records["metadatas"] if m["embedded"] == new_version)
     assert {m["embedded"] for m in records["metadatas"]} == {old_version, new_version}
     assert len(records["ids"]) - len(added) == chunks  # the edited source's old records stay until a clean-up finds its version gone
+
+
+def test_versions_share_one_collection_and_each_answers_from_its_own_records(chroma_server, sources_copy, tmp_path, embedder):
+    """An old version still held answers from its records after a rebuild that changed a source; once
+    it is gone, the next clean-up leaves exactly the current version's records, and deletes what a
+    killed build had added."""
+    from qa.config import Settings
+    from qa.indexing import IndexBuilder, load_index
+    from qa.retrieval import Retriever
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index", "chroma_url": chroma_server.url})
+    IndexBuilder(settings, embedder=embedder).run()
+    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection("qa-chunks")
+    old = load_index(settings)
+    _edit(sources_copy)
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.updated == [EDITED] and collection.count() == old.store.size + report.embedded_chunks
+    new = load_index(settings)
+    retriever = Retriever(embedder, mode="dense")
+    question = "Where is the lunar mining research coordinated from?"
+    assert not any(NEW_SENTENCE in h.chunk.text for h in retriever.run(old, question, 5).hits)
+    assert NEW_SENTENCE in retriever.run(new, question, 1).hits[0].chunk.text
+    assert all(h.chunk.text == new.chunks[new.position[h.chunk.id]].text for h in retriever.run(new, "La Orchila drills", 20).hits)
+    old.close()
+
+    collection.add(ids=[f"{EDITED}#0@killed-build"], embeddings=[new.chunk_vectors[0].astype("float32")],
+                   metadatas=[{"source_id": EDITED, "embedded": "killed-build"}])
+    (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    new.close()
+    IndexBuilder(settings, embedder=embedder).run()
+    current = load_index(settings)
+    try:
+        assert collection.count() == len(current.chunks)
+        assert "Orinoco bridge" in retriever.run(current, "When did the Orinoco bridge open?", 1).hits[0].chunk.text
+    finally:
+        current.close()
