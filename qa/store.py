@@ -119,11 +119,9 @@ class VectorStore:
 
     @staticmethod
     def prune(settings: Settings, index_dir: Path, live: set[tuple[str, str]], gone: set[tuple[str, str]]) -> None:
-        """On a server, delete the shared records no remaining version uses: those embedded by a version
-        no remaining one names (a killed build's too), and, of the `gone` versions' (source id, embedding
+        """Delete the server's shared records no remaining version uses: those embedded by a version no
+        remaining one names (a killed build's too), and, of the `gone` versions' (source id, embedding
         version) pairs, those not `live`. Raises StoreError when the server cannot do it."""
-        if not settings.chroma_url:
-            return
         keys = {key for _, key in live}
         stale: dict[str, list[str]] = {}
         for sid, key in sorted(gone - live):

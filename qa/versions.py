@@ -159,11 +159,12 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
                 (path / MANIFEST).unlink(missing_ok=True)
                 doomed.append(path)
     gone = doomed + (sorted(trash.iterdir()) if trash.is_dir() else [])
-    try:  # before the folders go: their manifests say which shared vector records they used
-        VectorStore.prune(settings, index_dir, _records(sorted(versions.iterdir()) if versions.is_dir() else []), _records(gone))
-    except Exception as err:  # the versions stay in trash/: the next clean-up tries again
-        return [f"could not delete the vector records of old index versions ({type(err).__name__}: {err}); "
-                "the next build will try again"]
+    if settings.chroma_url:  # before the folders go: their manifests say which shared records they used
+        try:
+            VectorStore.prune(settings, index_dir, _records(sorted(versions.iterdir()) if versions.is_dir() else []), _records(gone))
+        except Exception as err:  # the versions stay in trash/: the next clean-up tries again
+            return [f"could not delete the vector records of old index versions ({type(err).__name__}: {err}); "
+                    "the next build will try again"]
     warnings = []
     for path in gone:
         try:
