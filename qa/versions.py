@@ -163,8 +163,8 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
         try:
             VectorStore.prune(settings, index_dir, _records(sorted(versions.iterdir()) if versions.is_dir() else []), _records(gone))
         except Exception as err:  # the versions stay in trash/: the next clean-up tries again
-            return [f"could not delete the vector records of old index versions ({type(err).__name__}: {err}); "
-                    "the next build will try again"]
+            return [f"could not delete the vector records of index versions {', '.join(p.name for p in gone)} "
+                    f"({type(err).__name__}: {err}); the next build will try again"]
     warnings = []
     for path in gone:
         try:
