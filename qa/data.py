@@ -46,6 +46,32 @@ class Problem:
     skipped: bool = True
 
 
+Stamp = tuple[int, int, int]  # size, mtime_ns, ctime_ns of a file
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What a build remembers of a file it read: its stamp then, the sources it gave (id and the
+    document's own metadata, in order) and the problems met reading it."""
+
+    stamp: Stamp
+    sources: tuple[tuple[str, dict[str, str]], ...]
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A source of a file unchanged since the build that read it: not read again. Its text, chunks
+    and vectors are that build's; its metadata is computed anew."""
+
+    meta: SourceMeta
+    file_name: str
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A verbatim span `source.text[start:end]` made of whole sentences.

@@ -1,14 +1,20 @@
 """Build and load the index: chunks, sentence vectors, the vector store and BM25.
 
-A version folder holds manifest.json (last written, checksummed), sources.json, chunks.jsonl,
-one `.npy` per array (sentence and chunk vectors as float16, sentence spans, each chunk's sentence
-rows), bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch,
-clean-up) is `qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them
-from the one page cache, and only the rows a request touches are read from disk.
+A version folder holds manifest.json (last written, checksummed), sources.jsonl and chunks.jsonl
+(one line per source, per chunk), one `.npy` per array (sentence and chunk vectors as float16,
+sentence spans, each chunk's sentence rows, each chunk's BM25 term counts), terms.json, bm25/ and
+chroma/ (embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is
+`qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them from the one
+page cache, and only the rows a request touches are read from disk.
 
-A build is incremental by content hash: unchanged sources reuse their chunks and vectors, so
-only new or changed sources are embedded. It writes a new version and switches `CURRENT` only
-when that version is complete, so a build killed at any moment leaves the previous one serving.
+A build costs what changed. A file whose size, mtime and ctime match what the previous version
+recorded is not read (`qa.sources`); a re-read file of the same content hash and cleaned text is
+not embedded. The previous version is not loaded: its files were checksummed when it was published
+and are checked again, then each kept source's rows are copied from its memory-mapped arrays and
+its lines from its .jsonl files, found from the per-source counts in its manifest; BM25 is scored
+anew from the stored term counts (IDF is collection-wide), only new chunks are analysed. It writes a
+new version and switches `CURRENT` only when that version is complete, so a build killed at any
+moment leaves the previous one serving.
 
 Usage:
     >>> report = IndexBuilder(settings).run()
@@ -20,7 +26,7 @@ import errno
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
@@ -32,16 +38,16 @@ from tqdm import tqdm
 from qa.chunk_table import ChunkTable, ChunkTableError
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
-from qa.data import Chunk, Problem, Source, SourceMeta
+from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
-from qa.lexical import LexicalIndex
+from qa.lexical import LexicalIndex, TermCounts
 from qa.store import VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
 )
 from qa import versions
 
-FORMAT = 4  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
+FORMAT = 5  # bump when cleaning, chunking or the layout changes meaning, so old versions are rebuilt
 
 
 class BuildBusy(Exception):
@@ -124,7 +130,8 @@ def _chunking_settings(settings: Settings) -> dict:
 # float16 halves the vectors on disk and in the page cache; cosines move by < 1e-3 (eval unchanged).
 VECTOR_DTYPE = np.float16
 ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
-DATA_FILES = ("sources.json", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))
+TERM_ARRAYS = ("term_rows", "term_ids", "term_counts")  # each chunk's BM25 term counts (CSR), for the next build
+DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS))
 
 
 def _check_compatible(manifest: dict, settings: Settings) -> None:
@@ -169,13 +176,24 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
         raise
 
 
+def _source(line: str | bytes) -> Source:
+    """A source from its sources.jsonl line."""
+    s = json.loads(line)
+    return Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"],
+                  pages=tuple(s.get("pages", ())))
+
+
+def _source_line(source: Source) -> bytes:
+    return (json.dumps(asdict(source), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _chunk_line(chunk: Chunk) -> bytes:
+    return (json.dumps({"id": chunk.id, "source_id": chunk.source_id, "start": chunk.start, "end": chunk.end}) + "\n").encode("utf-8")
+
+
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
-    raw_sources = json.loads((version_dir / "sources.json").read_text(encoding="utf-8"))
-    sources = {
-        s["meta"]["id"]: Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"],
-                                pages=tuple(s.get("pages", ())))
-        for s in raw_sources
-    }
+    with (version_dir / "sources.jsonl").open(encoding="utf-8") as f:
+        sources = {source.id: source for source in map(_source, f)}
     # Plain ndarray views of the memory maps: still backed by the files, without np.memmap's
     # per-access bookkeeping (which cost more than the rest of a question's ranking).
     arrays = {name: np.asarray(np.load(version_dir / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
@@ -184,7 +202,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
             chunks = ChunkTable.from_records(map(json.loads, f), sources, arrays["sentence_spans"], arrays["chunk_rows"])
         except ChunkTableError as err:
             raise IndexUnavailable(f"the chunks of version {manifest['version']} are unreadable ({err}); {FULL_REBUILD_HINT}") from err
-    store = VectorStore.open(settings, version_dir, manifest["version"])
+    store = VectorStore.open(settings, version_dir, manifest)
     if store.size != len(chunks):
         raise IndexUnavailable(
             f"the vector store of version {manifest['version']} holds {store.size} chunks, "
@@ -207,7 +225,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
 
 @dataclass
 class _SourceData:
-    """A source's chunks and sentence vectors, reused as a unit when the source is unchanged."""
+    """A source chunked and embedded by this build."""
 
     source: Source
     chunks: list[Chunk]
@@ -215,6 +233,122 @@ class _SourceData:
     sentence_vectors: np.ndarray  # (n, dim)
     chunk_rows: np.ndarray  # (chunks, 2), relative to this source's sentences
     chunk_vectors: np.ndarray  # (chunks, dim)
+
+
+@dataclass
+class _Base:
+    """The version a build starts from, read where it lies: its manifest, its arrays memory-mapped,
+    its .jsonl files as lines; each source's rows found from the per-source counts in its manifest."""
+
+    version: str
+    manifest: dict
+    arrays: dict[str, np.ndarray]
+    terms: TermCounts
+    source_lines: dict[str, bytes]  # source id -> its sources.jsonl line
+    chunk_lines: list[bytes]
+    chunks: dict[str, tuple[int, int]]  # source id -> [start, stop) of its chunks
+    sentences: dict[str, tuple[int, int]]  # source id -> [start, stop) of its sentence rows
+
+    @classmethod
+    def open(cls, settings: Settings, version: str) -> "_Base":
+        """Raises IndexUnavailable (or whatever a damaged file raises) when the version cannot be built on."""
+        folder = versions.version_dir(settings.index_dir, version)
+        manifest = read_manifest(folder)
+        _check_compatible(manifest, settings)
+        versions.verify_files(folder, manifest)  # hashing reads each file once, at disk speed: no object per chunk
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS + TERM_ARRAYS}
+        vocabulary = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
+        ids = list(manifest["sources"])
+        chunk_ends = np.cumsum([manifest["sources"][sid]["chunks"] for sid in ids], dtype=np.int64).tolist()
+        sentence_ends = np.cumsum([manifest["sources"][sid]["sentences"] for sid in ids], dtype=np.int64).tolist()
+        source_lines = (folder / "sources.jsonl").read_bytes().splitlines(keepends=True)
+        chunk_lines = (folder / "chunks.jsonl").read_bytes().splitlines(keepends=True)
+        chunks = manifest["chunk_count"]
+        found = (len(source_lines), len(chunk_lines), len(arrays["chunk_rows"]), len(arrays["term_rows"]) - 1,
+                 len(arrays["sentence_spans"]), chunk_ends[-1] if ids else 0)
+        if found != (len(ids), chunks, chunks, chunks, sentence_ends[-1] if ids else 0, chunks):
+            raise IndexUnavailable(f"the files of version {version} do not agree with its manifest; {FULL_REBUILD_HINT}")
+        return cls(
+            version=version, manifest=manifest, arrays=arrays,
+            terms=TermCounts(vocabulary, arrays["term_rows"], arrays["term_ids"], arrays["term_counts"]),
+            source_lines=dict(zip(ids, source_lines)), chunk_lines=chunk_lines,
+            chunks={sid: (end - manifest["sources"][sid]["chunks"], end) for sid, end in zip(ids, chunk_ends)},
+            sentences={sid: (end - manifest["sources"][sid]["sentences"], end) for sid, end in zip(ids, sentence_ends)},
+        )
+
+    def files(self) -> dict[str, FileRecord]:
+        """What this version remembers of each file it read, for the reader to skip unchanged ones."""
+        return {name: FileRecord(tuple(r["stamp"]), tuple((sid, stated) for sid, stated in r["sources"]),
+                                 tuple(Problem(*p) for p in r["problems"]))
+                for name, r in self.manifest.get("source_files", {}).items()}
+
+    def keeps(self, source: Source | Kept) -> bool:
+        """Whether `source`'s chunks and vectors here stand: its file was not read again, or it was and
+        gave the same bytes and the very text the offsets were computed on (not so if the cleaner changed)."""
+        if isinstance(source, Kept):
+            return True
+        entry = self.manifest["sources"].get(source.id)
+        return entry is not None and entry["sha256"] == source.sha256 and _source(self.source_lines[source.id]).text == source.text
+
+
+class _Rows:
+    """The arrays and lines of a new version, appended source by source: a kept source's as a
+    slice of the previous version's (runs of consecutive kept sources copied as one), a new one's as made."""
+
+    def __init__(self, base: _Base | None):
+        self.base = base
+        self.parts: dict[str, list] = {name: [] for name in (*ARRAYS, "terms", "chunk_lines")}
+        self.run: tuple[int, int, int, int] | None = None  # chunks [lo, hi) and sentences [lo, hi) in base
+        self.sentences = 0
+
+    def keep(self, sid: str) -> None:
+        (c0, c1), (s0, s1) = self.base.chunks[sid], self.base.sentences[sid]
+        if self.run and self.run[1] == c0 and self.run[3] == s0:
+            self.run = (self.run[0], c1, self.run[2], s1)
+        else:
+            self.flush()
+            self.run = (c0, c1, s0, s1)
+
+    def add(self, data: _SourceData, terms: TermCounts) -> None:
+        self.flush()
+        p = self.parts
+        p["sentence_spans"].append(data.sentence_spans)
+        p["sentence_vectors"].append(data.sentence_vectors.astype(VECTOR_DTYPE))
+        p["chunk_rows"].append(data.chunk_rows + self.sentences)
+        p["chunk_vectors"].append(data.chunk_vectors.astype(VECTOR_DTYPE))
+        p["terms"].append(terms)
+        p["chunk_lines"].extend(map(_chunk_line, data.chunks))
+        self.sentences += len(data.sentence_spans)
+
+    def flush(self) -> None:
+        if self.run is None:
+            return
+        (c0, c1, s0, s1), arrays, p = self.run, self.base.arrays, self.parts
+        p["sentence_spans"].append(arrays["sentence_spans"][s0:s1])
+        p["sentence_vectors"].append(arrays["sentence_vectors"][s0:s1])
+        p["chunk_rows"].append(arrays["chunk_rows"][c0:c1] - s0 + self.sentences)
+        p["chunk_vectors"].append(arrays["chunk_vectors"][c0:c1])
+        p["terms"].append(self.base.terms.slice(c0, c1))
+        p["chunk_lines"].extend(self.base.chunk_lines[c0:c1])
+        self.sentences += s1 - s0
+        self.run = None
+
+    def save(self, folder: Path, dim: int) -> None:
+        """Each array written straight into its .npy file, without first joining the parts in memory."""
+        self.flush()
+        for name in ARRAYS:
+            width, dtype = (dim, VECTOR_DTYPE) if name.endswith("vectors") else (2, np.int64)
+            _save_parts(folder / f"{name}.npy", self.parts[name], width, dtype)
+
+
+def _save_parts(path: Path, parts: list[np.ndarray], width: int, dtype: type) -> None:
+    """The parts as one .npy array, each written where it lies (a kept run straight from its memory map)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": (sum(len(p) for p in parts), width)}
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for part in parts:
+            f.write(np.ascontiguousarray(part, dtype=dtype).data)
 
 
 class IndexBuilder:
@@ -286,31 +420,15 @@ class IndexBuilder:
         text += f"; a test write there fails too ({refused})" if refused else ""
         return f"the build failed ({text}){hint}; the served version {served or '(none)'} is unchanged"
 
-    def _previous(self, full: bool) -> tuple[str | None, dict[str, _SourceData], str | None]:
-        """The version to build on and its per-source data, or why a full build is needed."""
+    def _previous(self, full: bool) -> tuple["_Base | None", str | None]:
+        """The version to build on, or why a full build is needed."""
         version = current_version(self.settings.index_dir)
         if full or version is None:
-            return None, {}, None if version is None else "--full was asked for"
+            return None, None if version is None else "--full was asked for"
         try:
-            index = load_index(self.settings)
+            return _Base.open(self.settings, version), None
         except Exception as err:  # any damage to the old version only means: build everything
-            return None, {}, str(err)
-        data: dict[str, _SourceData] = {}
-        for source in index.sources.values():
-            positions = index.chunks.of_source(source.id)
-            rows = np.asarray(index.chunk_rows[positions.start : positions.stop])
-            lo, hi = int(rows[:, 0].min()), int(rows[:, 1].max())
-            # Sentence rows of one source are contiguous, and so are its chunks.
-            data[source.id] = _SourceData(
-                source=source,
-                chunks=[index.chunks[i] for i in positions],
-                sentence_spans=index.sentence_spans[lo:hi],
-                sentence_vectors=index.sentence_vectors[lo:hi],
-                chunk_rows=rows - lo,
-                chunk_vectors=index.chunk_vectors[positions.start : positions.stop],
-            )
-        index.close()
-        return version, data, None
+            return None, str(err)
 
     def _served_hashes(self) -> dict[str, str]:
         """Source hashes of the version being served, from its manifest, if one can be read."""
@@ -371,73 +489,83 @@ class IndexBuilder:
         settings = self.settings
         from qa.sources import SourceReader  # the readers' libraries: a build needs them, a server's request does not
 
-        sources, problems = SourceReader(max_bytes=settings.max_source_bytes).run(settings.sources_dir)
-        base_version, previous, full_reason = self._previous(full)
+        reader = SourceReader(max_bytes=settings.max_source_bytes)
+        base, full_reason = self._previous(full)
+        fingerprint = reader.fingerprint()
+        # Files are skipped by their stamp only when read from the same folder by the same reading.
+        same_reading = base and base.manifest.get("reading") == fingerprint and base.manifest.get("sources_dir") == str(settings.sources_dir.resolve())
+        scan = reader.scan(settings.sources_dir, base.files() if same_reading else None)
+        sources, problems = scan.sources, scan.problems
+        base_sources = base.manifest["sources"] if base else {}
         # What changed is told against the version being replaced, even when a full build reuses nothing.
-        before = {sid: d.source.sha256 for sid, d in previous.items()} or self._served_hashes()
+        before = {sid: entry["sha256"] for sid, entry in base_sources.items()} or self._served_hashes()
+        sha256 = {s.id: base_sources[s.id]["sha256"] if isinstance(s, Kept) else s.sha256 for s in sources}
+        reused = {s.id for s in sources if base and base.keeps(s)}
         added = [s.id for s in sources if s.id not in before]
-        # A source is reused only with the very text its offsets were computed on: the same bytes
-        # cleaned to another text (the cleaner changed) are chunked and embedded again, as updated.
-        reused = [s.id for s in sources if s.id in previous and previous[s.id].source.sha256 == s.sha256
-                  and previous[s.id].source.text == s.text]
-        updated = [s.id for s in sources if s.id in before and (before[s.id] != s.sha256 or s.id in previous and s.id not in reused)]
+        updated = [s.id for s in sources if s.id in before and (before[s.id] != sha256[s.id] or s.id in base_sources and s.id not in reused)]
         removed = sorted(set(before) - {s.id for s in sources})
         kept = [s.id for s in sources if s.id in before and s.id not in updated]
-        if base_version and not (added or updated or removed) and all(previous[s.id].source.meta == s.meta for s in sources):
+        metas = {s.id: dict(vars(s.meta)) for s in sources}  # its fields (asdict's deep copy costs 30x more)
+        # Up to date also in what it remembers of the files: else a touched file would be read by every build.
+        if (base and same_reading and not (added or updated or removed) and scan.files == base.files()
+                and all(base_sources[sid]["meta"] == metas[sid] for sid in metas)):
             return BuildReport(  # nothing changed: keep serving the current version
-                version=base_version, sources=len(sources), chunks=sum(len(previous[s.id].chunks) for s in sources),
+                version=base.version, sources=len(sources), chunks=base.manifest["chunk_count"],
                 embedded_chunks=0, embedded_sentences=0, kept=kept, problems=problems,
                 seconds=time.perf_counter() - started, up_to_date=True,
             )
         fresh = self._embed([s for s in sources if s.id not in reused])
-        per_source = {s.id: fresh.get(s.id) or replace(previous[s.id], source=s) for s in sources}
 
         version, version_dir = versions.new_version(settings.index_dir)
+        rows = _Rows(base)
+        vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
+        source_lines, counts = [], {}
+        for source in sources:
+            if source.id in fresh:
+                data = fresh[source.id]
+                rows.add(data, TermCounts.of([c.text for c in data.chunks], vocabulary))
+                counts[source.id] = (len(data.chunks), len(data.sentence_spans))
+            else:
+                rows.keep(source.id)
+                counts[source.id] = (base_sources[source.id]["chunks"], base_sources[source.id]["sentences"])
+            if isinstance(source, Source):
+                source_lines.append(_source_line(source))
+            elif base_sources[source.id]["meta"] == metas[source.id]:
+                source_lines.append(base.source_lines[source.id])
+            else:  # a metadata-only change: the text and offsets stand
+                source_lines.append(_source_line(replace(_source(base.source_lines[source.id]), meta=source.meta)))
+        dim = base.arrays["chunk_vectors"].shape[1] if base and not fresh else self.embedder.dimension
+        rows.save(version_dir, dim)
+        chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
-        chunks: list[Chunk] = []
-        spans, vectors, rows, chunk_vectors_parts = [], [], [], []
-        offset = 0
-        for sid in (s.id for s in sources):
-            data = per_source[sid]
-            chunks.extend(data.chunks)
-            spans.append(data.sentence_spans)
-            vectors.append(data.sentence_vectors)
-            rows.append(data.chunk_rows + offset)
-            chunk_vectors_parts.append(data.chunk_vectors)
-            offset += len(data.sentence_spans)
-        dim = self.embedder.dimension if fresh or not previous else next(iter(previous.values())).sentence_vectors.shape[1]
-        sentence_vectors = np.vstack(vectors) if vectors else np.zeros((0, dim), np.float32)
-        chunk_rows = np.vstack(rows) if rows else np.zeros((0, 2), np.int64)
-        chunk_vectors = np.vstack(chunk_vectors_parts) if chunk_vectors_parts else np.zeros((0, dim), np.float32)
-
-        base_dir = versions.version_dir(settings.index_dir, base_version) if base_version else None
-        store, copied = VectorStore.create(settings, version_dir, version, base_dir)
-        positions = {c.id: i for i, c in enumerate(chunks)}
-        new_chunks = [c for c in chunks if c.source_id in fresh] if copied else chunks
-        if copied:
+        # Each source's vectors are named by the version that embedded them: on a Chroma server,
+        # versions share the records of the sources they share.
+        embedded = {s.id: version if s.id in fresh else base_sources[s.id]["embedded"] for s in sources}
+        store_kind = "chroma-server" if settings.chroma_url else "chroma-embedded"
+        same_store = base and base.manifest["store"] == store_kind
+        base_dir = versions.version_dir(settings.index_dir, base.version) if same_store else None
+        store, holds = VectorStore.create(settings, version_dir, base_dir, base.manifest["chunk_count"] if same_store else 0)
+        if holds:
             store.delete_sources(updated + removed)
-        store.add(
-            [c.id for c in new_chunks],
-            chunk_vectors[[positions[c.id] for c in new_chunks]].astype(np.float32) if new_chunks else np.zeros((0, dim), np.float32),
-            [{"source_id": c.source_id} for c in new_chunks],
-        )
-
+        at, ids, positions, metadatas = 0, [], [], []
+        for source in sources:
+            n = counts[source.id][0]
+            if not holds or source.id in fresh:
+                ids.extend(f"{source.id}#{i}" for i in range(n))
+                positions.extend(range(at, at + n))
+                metadatas.extend({"source_id": source.id, "embedded": embedded[source.id]} for _ in range(n))
+            at += n
+        store.add(ids, np.asarray(chunk_vectors[positions], np.float32).reshape(len(ids), dim), metadatas)
         store.close()
-        LexicalIndex.build([c.text for c in chunks]).save(version_dir / "bm25")
-        (version_dir / "sources.json").write_text(
-            json.dumps([{**asdict(s), "meta": asdict(s.meta)} for s in sources], ensure_ascii=False), encoding="utf-8"
-        )
-        with (version_dir / "chunks.jsonl").open("w", encoding="utf-8") as f:
-            for c in chunks:
-                f.write(json.dumps({"id": c.id, "source_id": c.source_id, "start": c.start, "end": c.end}) + "\n")
-        arrays = {
-            "sentence_spans": np.vstack(spans) if spans else np.zeros((0, 2), np.int64),
-            "sentence_vectors": sentence_vectors.astype(VECTOR_DTYPE),
-            "chunk_rows": chunk_rows,
-            "chunk_vectors": chunk_vectors.astype(VECTOR_DTYPE),
-        }
-        for name in ARRAYS:
-            np.save(version_dir / f"{name}.npy", arrays[name])
+
+        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(rows.parts["terms"], list(vocabulary)))
+        lexical.save(version_dir / "bm25")
+        (version_dir / "sources.jsonl").write_bytes(b"".join(source_lines))
+        (version_dir / "chunks.jsonl").write_bytes(b"".join(rows.parts["chunk_lines"]))
+        (version_dir / "terms.json").write_text(json.dumps(terms.vocabulary, ensure_ascii=False), encoding="utf-8")
+        np.save(version_dir / "term_rows.npy", terms.rows)
+        np.save(version_dir / "term_ids.npy", terms.ids)
+        np.save(version_dir / "term_counts.npy", terms.counts)
         manifest = {
             "format": FORMAT,
             "version": version,
@@ -445,18 +573,24 @@ class IndexBuilder:
             "model": {"name": settings.model_name, "fingerprint": model_fingerprint(settings.model_path), "dimension": dim,
                       "backend": self.embedder.backend, "space": self.embedder.space},
             "chunking": _chunking_settings(settings),
-            "store": "chroma-server" if settings.chroma_url else "chroma-embedded",
-            "sources": {s.id: {"sha256": s.sha256, "file": s.file_name, "chunks": len(per_source[s.id].chunks)} for s in sources},
-            "chunk_count": len(chunks),
+            "store": store_kind,
+            # In index order: each source's rows in the arrays follow from the counts before it.
+            "sources": {s.id: {"sha256": sha256[s.id], "file": s.file_name, "chunks": counts[s.id][0],
+                               "sentences": counts[s.id][1], "meta": metas[s.id], "embedded": embedded[s.id]}
+                        for s in sources},
+            "chunk_count": at,
             # Why there is nothing to serve, for the server's 503 (None when there are sources).
             "empty": None if sources else empty_reason(settings.sources_dir, problems),
             "sources_dir": str(settings.sources_dir.resolve()),
+            "reading": fingerprint,
+            "source_files": {name: {"stamp": r.stamp, "sources": r.sources, "problems": [astuple(p) for p in r.problems]}
+                             for name, r in scan.files.items()},
         }
         versions.publish(settings.index_dir, version_dir, manifest, DATA_FILES)
         return BuildReport(
             version=version,
             sources=len(sources),
-            chunks=len(chunks),
+            chunks=at,
             embedded_chunks=sum(len(d.chunks) for d in fresh.values()),
             embedded_sentences=sum(len(d.sentence_spans) for d in fresh.values()),
             added=added,

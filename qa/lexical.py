@@ -1,21 +1,30 @@
 """BM25 over chunk texts (bm25s: scipy sparse scoring), with English stemming and stop words and
 character bigrams for Chinese and Japanese.
 
+A build keeps each chunk's term counts (`TermCounts`) beside the index, so the next build
+analyses only the chunks it adds; the scores (whose IDF and average length are collection-wide)
+are then computed from the counts in a few array operations with bm25s's own formulas.
+
 Usage:
     >>> bm25 = LexicalIndex.build(["the treaty was signed in May", "oil fields"])
     >>> bm25.search("when was it signed", n=1)
     ([0], [0.87...])
+    >>> counts = TermCounts.of(texts, vocabulary)  # adds new terms to `vocabulary`
+    >>> bm25, counts = LexicalIndex.from_counts(TermCounts.concat(parts, vocabulary))
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import bm25s
 import numpy as np
+import scipy.sparse as sp
 import Stemmer
+from bm25s.scoring import _build_idf_array, _select_idf_scorer, _select_tfc_scorer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 
 TOKEN = re.compile(r"(?u)\b\w+\b")  # keep one-character tokens: "7" in "October 7" is the answer
@@ -50,6 +59,50 @@ def terms(text: str) -> list[str]:
     return words + [bigram for run in runs for bigram in _bigrams(run)]
 
 
+@dataclass(frozen=True)
+class TermCounts:
+    """Texts as sparse rows of term counts (CSR: row i is `ids[rows[i]:rows[i+1]]`, each term once)."""
+
+    vocabulary: list[str]  # term id -> term
+    rows: np.ndarray  # (texts + 1,) int64
+    ids: np.ndarray  # int32 term ids
+    counts: np.ndarray  # int32, how often each term occurs in its text
+
+    @classmethod
+    def of(cls, texts: list[str], vocabulary: dict[str, int]) -> "TermCounts":
+        """The texts' counts; a term not in `vocabulary` is added to it (ids are `vocabulary`'s)."""
+        lengths, ids, counts = [], [], []
+        for text in texts:
+            row = Counter(vocabulary.setdefault(t, len(vocabulary)) for t in terms(text))
+            lengths.append(len(row))
+            ids.extend(row)
+            counts.extend(row.values())
+        return cls(list(vocabulary), np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
+                   np.asarray(ids, np.int32), np.asarray(counts, np.int32))
+
+    def slice(self, start: int, stop: int) -> "TermCounts":
+        """Rows start to stop (the ids keep this vocabulary)."""
+        lo, hi = int(self.rows[start]), int(self.rows[stop])
+        return TermCounts(self.vocabulary, self.rows[start : stop + 1] - lo, self.ids[lo:hi], self.counts[lo:hi])
+
+    @classmethod
+    def concat(cls, parts: list["TermCounts"], vocabulary: list[str]) -> "TermCounts":
+        """The parts' rows one after another; each part's ids must be ids of `vocabulary`."""
+        lengths = [np.diff(p.rows) for p in parts]
+        return cls(vocabulary, np.concatenate([[0], np.cumsum(np.concatenate(lengths or [[]]), dtype=np.int64)]),
+                   np.concatenate([p.ids for p in parts] or [np.zeros(0, np.int32)]).astype(np.int32, copy=False),
+                   np.concatenate([p.counts for p in parts] or [np.zeros(0, np.int32)]).astype(np.int32, copy=False))
+
+    def compact(self) -> "TermCounts":
+        """Without the terms no text holds any more (a removed source's), ids renumbered in order."""
+        used = np.bincount(self.ids, minlength=len(self.vocabulary)) > 0
+        if used.all():
+            return self
+        renumber = np.cumsum(used, dtype=np.int64) - 1
+        return TermCounts([t for t, u in zip(self.vocabulary, used.tolist()) if u], self.rows,
+                          renumber[self.ids].astype(np.int32), self.counts)
+
+
 @dataclass
 class LexicalIndex:
     retriever: bm25s.BM25
@@ -57,11 +110,36 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: list[str]) -> "LexicalIndex":
-        retriever = bm25s.BM25()
+        return cls.from_counts(TermCounts.of(texts, {}))[0]
+
+    @classmethod
+    def from_counts(cls, counts: TermCounts) -> tuple["LexicalIndex", TermCounts]:
+        """BM25 over the counted texts, scored as bm25s scores them, in array operations rather than
+        bm25s's loop over texts; and the counts as stored (compacted)."""
+        counts = counts.compact()
+        size = len(counts.rows) - 1
         # An empty corpus breaks bm25s; a placeholder document holding a token no query can
         # produce (terms are words) keeps it valid, and `size` 0 keeps it out of every search.
-        retriever.index([terms(t) for t in texts] if texts else [[" "]], show_progress=False)
-        return cls(retriever, len(texts))
+        scored = counts if size else TermCounts([" "], np.array([0, 1]), np.zeros(1, np.int32), np.ones(1, np.int32))
+        retriever = bm25s.BM25()
+        n_docs, n_terms = len(scored.rows) - 1, len(scored.vocabulary)
+        lengths = np.add.reduceat(scored.counts, scored.rows[:-1]) if len(scored.counts) else np.zeros(n_docs)
+        lengths[np.diff(scored.rows) == 0] = 0  # reduceat gives an empty row its next row's first count
+        frequencies = np.bincount(scored.ids, minlength=n_terms)
+        idf = _build_idf_array(dict(enumerate(frequencies.tolist())), n_docs, _select_idf_scorer(retriever.idf_method), retriever.dtype)
+        tfc = _select_tfc_scorer(retriever.method)(
+            tf_array=scored.counts.astype(retriever.dtype), l_d=np.repeat(lengths, np.diff(scored.rows)),
+            l_avg=lengths.mean(), k1=retriever.k1, b=retriever.b, delta=retriever.delta)
+        matrix = sp.csr_matrix(((idf[scored.ids] * tfc).astype(retriever.dtype), scored.ids, scored.rows),
+                               shape=(n_docs, n_terms)).tocsc()
+        matrix.sort_indices()
+        retriever.scores = {"data": matrix.data, "indices": matrix.indices.astype(retriever.int_dtype),
+                            "indptr": matrix.indptr.astype(np.int64), "num_docs": n_docs}
+        retriever.nonoccurrence_array = None  # what bm25s sets for its default method, which needs none
+        # As bm25s.BM25.index leaves it: the empty token last, for a query without any known token.
+        retriever.vocab_dict = {**{t: i for i, t in enumerate(scored.vocabulary)}, "": n_terms}
+        retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
+        return cls(retriever, size), counts
 
     def save(self, folder: Path) -> None:
         self.retriever.save(str(folder), show_progress=False)

@@ -10,26 +10,37 @@ path) over what the document states about itself, and nothing guessed.
 Anything wrong with one file (unreadable, binary, a broken PDF, a bad charset, a link leading
 outside) is reported once as a `Problem` with its reason and the rest of the build goes on.
 
+A build passes what it remembers of each file it read before (`FileRecord`): a file whose size,
+mtime and ctime are unchanged is not read again, its sources come back as `Kept` (metadata
+recomputed, as sources.toml may have changed). ctime moves on every write, even one that restores
+the mtime afterwards (`touch -d`), so restored timestamps do not hide an edit.
+
 Usage:
     >>> sources, problems = SourceReader().run(Path("seeds"))
+    >>> scan = SourceReader().scan(Path("seeds"), known=previous_files)  # Source or Kept, in walk order
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from qa.cleaning import TextCleaner
-from qa.data import Problem, Source, SourceMeta
+from qa.data import FileRecord, Kept, Problem, Source, SourceMeta, Stamp
 from qa.readers import Document, ReadError, clean_meta, reader_for
 
 METADATA_FILE = "sources.toml"
 UNSAFE_ID_CHARS = re.compile(r"[^\w .\-]+")  # kept: letters (any script), digits, space, '.', '-', '_'
 MAX_ID_CHARS = 200
 SURROGATE = re.compile("[\ud800-\udfff]")
+# What reading depends on besides the files: a change to any of these makes a build read every file again.
+READING_CODE = ("sources.py", "cleaning.py", "readers")
+READING_LIBRARIES = ("ftfy", "charset-normalizer", "trafilatura", "lxml", "python-frontmatter", "markdown-it-py", "pypdf", "PyYAML")
+CLEANER_PROBE = "Caf\u00c3\u00a9 \u201cquoted\u201d\u00a0text \r\n\r\n\r\n  next\u200b line \ufb01ne -\nhyphen"
 
 
 class SourceError(Exception):
@@ -58,6 +69,25 @@ def _reason(err: Exception) -> str:
     return str(err) if isinstance(err, ReadError) else f"cannot be read ({type(err).__name__}: {err})"
 
 
+def stamp(path: Path) -> Stamp | None:
+    """The file's stamp (a link's target's), or None when it cannot be seen."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+@dataclass
+class Scan:
+    """The sources folder as one build sees it: sources read or kept, in walk order; the problems;
+    a record of every file whose sources a later build may keep."""
+
+    sources: list[Source | Kept]
+    problems: list[Problem]
+    files: dict[str, FileRecord] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class SourceReader:
     """One step: a folder in, cleaned `Source`s and the `Problem`s met on the way out."""
@@ -67,20 +97,48 @@ class SourceReader:
     cleaner: TextCleaner = TextCleaner()
 
     def run(self, folder: Path) -> tuple[list[Source], list[Problem]]:
+        """Read and clean every file."""
+        scan = self.scan(folder)
+        return scan.sources, scan.problems  # type: ignore[return-value]  (nothing known: every source is read)
+
+    def scan(self, folder: Path, known: dict[str, FileRecord] | None = None) -> Scan:
+        """Read every file but those `known` with their current stamp, whose sources come back as `Kept`."""
         folder = Path(folder)
         if not folder.is_dir():
             raise SourceError(f"sources folder {folder} does not exist or is not a folder")
+        known = known or {}
         problems: list[Problem] = []
         metadata = self._read_metadata(folder, problems)
-        sources: list[Source] = []
+        scan = Scan([], problems)
         seen: dict[str, str] = {}
         named: set[str] = set()
+
+        def accept(source: Source | Kept, label: str, relative: str) -> bool:
+            if source.id in seen:
+                problems.append(Problem(label, f"id {source.id!r} is already used by {seen[source.id]}"))
+                return False
+            seen[source.id] = label
+            named.update((source.id, relative))
+            scan.sources.append(source)
+            return True
+
         for relative in self._walk(folder, problems):
+            now = stamp(folder / relative)
+            record = known.get(relative)
+            if record is not None and now == record.stamp:
+                problems.extend(record.problems)
+                labels = [f"{relative}#{sid}" if len(record.sources) > 1 else relative for sid, _ in record.sources]
+                kept = [accept(Kept(self._meta(relative, sid, stated, metadata), relative), label, relative)
+                        for (sid, stated), label in zip(record.sources, labels)]
+                if all(kept):
+                    scan.files[relative] = record
+                continue
             try:
                 raw, documents = self._read_file(folder, relative)
             except Exception as err:  # whatever fails on one file is reported, and the rest builds
                 problems.append(Problem(relative, _reason(err)))
                 continue
+            first_problem, given, remember = len(problems), [], now is not None
             for doc in documents:
                 label = f"{relative}#{doc.key}" if doc.key is not None else relative
                 if doc.error:
@@ -91,16 +149,30 @@ class SourceReader:
                 except Exception as err:
                     problems.append(Problem(label, _reason(err)))
                     continue
-                if source.id in seen:
-                    problems.append(Problem(label, f"id {source.id!r} is already used by {seen[source.id]}"))
-                    continue
-                seen[source.id] = label
-                named.update((source.id, relative))
-                sources.append(source)
+                # A document dropped for a taken id would be missing from what a later build keeps.
+                remember = accept(source, label, relative) and remember
+                given.append((source.id, doc.meta))
                 problems.extend(Problem(label, caveat, skipped=False) for caveat in caveats)
+            if remember and given:
+                scan.files[relative] = FileRecord(now, tuple(given), tuple(problems[first_problem:]))
         for unknown in sorted(set(metadata) - named):
             problems.append(Problem(METADATA_FILE, f"metadata for {unknown!r} names no source file", skipped=False))
-        return sources, problems
+        return scan
+
+    def fingerprint(self) -> str:
+        """What reading depends on besides the files: this code, its libraries' versions, the limits
+        and what the cleaner makes of a probe text. Files a build of another fingerprint read are read again."""
+        digest = hashlib.sha256(repr((self.max_bytes, self.max_bulk_bytes, self.cleaner, self.cleaner.run(CLEANER_PROBE))).encode())
+        here = Path(__file__).parent
+        for name in READING_CODE:
+            for path in sorted((here / name).rglob("*.py")) if (here / name).is_dir() else [here / name]:
+                digest.update(path.read_bytes())
+        for library in READING_LIBRARIES:
+            try:
+                digest.update(f"{library} {importlib.metadata.version(library)}".encode())
+            except importlib.metadata.PackageNotFoundError:
+                digest.update(f"{library} absent".encode())
+        return digest.hexdigest()
 
     @staticmethod
     def _walk(folder: Path, problems: list[Problem]) -> list[str]:
@@ -157,11 +229,14 @@ class SourceReader:
         cleaned, pages = self._clean(text, doc.pages)
         if not cleaned.strip():
             raise ReadError("empty after cleaning")
-        # Precedence: sources.toml over the document's own metadata; nothing is guessed.
-        stated = {**doc.meta, **metadata.get(relative, {}), **metadata.get(sid, {})}
         digest = hashlib.sha256(doc.record if doc.record is not None else raw).hexdigest()
-        source = Source(meta=SourceMeta(id=sid, **stated), text=cleaned, sha256=digest, file_name=relative, pages=pages)
+        source = Source(meta=self._meta(relative, sid, doc.meta, metadata), text=cleaned, sha256=digest, file_name=relative, pages=pages)
         return source, caveats
+
+    @staticmethod
+    def _meta(relative: str, sid: str, stated: dict[str, str], metadata: dict[str, dict[str, str]]) -> SourceMeta:
+        # Precedence: sources.toml over the document's own metadata; nothing is guessed.
+        return SourceMeta(id=sid, **{**stated, **metadata.get(relative, {}), **metadata.get(sid, {})})
 
     def _clean(self, text: str, pages: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
         """Clean the text; a paged document page by page, so each page's start is known in the cleaned text."""

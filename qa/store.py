@@ -1,17 +1,23 @@
-"""Chunk vectors in Chroma, one collection per index version (cosine space).
+"""Chunk vectors in Chroma (cosine space).
 
-Embedded by default (`PersistentClient` in the version's own folder, so a build never writes
-where the server reads); with `QA_CHROMA_URL`, a Chroma server holds one collection per version.
-Embeddings are always passed in: Chroma's default embedding function downloads a model.
+Embedded by default: `PersistentClient` in the version's own folder, so a build never writes where
+the server reads; a build starts from a copy of the previous version's folder and changes what
+changed. With `QA_CHROMA_URL`, one collection on the Chroma server is shared by every version
+(Chroma can fork a collection only when hosted): a record's id is its chunk id and the version
+that embedded it (`a#0@<version>`), so versions share the records of unchanged sources and a build
+adds only the records of what it embedded. A version's query keeps the records it names; the
+clean-up after a build deletes the records no remaining version names. Embeddings are always
+passed in: Chroma's default embedding function downloads a model.
 
 Usage:
-    >>> store = VectorStore.create(settings, version_dir, "v1")
-    >>> store.add(["a#0"], vectors, [{"source_id": "a"}])
-    >>> store.query(question_vector, n=10)
+    >>> store, holds_base = VectorStore.create(settings, version_dir, base_dir, base_size)
+    >>> store.add(["a#0"], vectors, [{"source_id": "a", "embedded": "v2"}])
+    >>> VectorStore.open(settings, version_dir, manifest).query(question_vector, n=10)
 """
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,7 +29,8 @@ from chromadb.errors import NotFoundError
 
 from qa.config import Settings
 
-COLLECTION_PREFIX = "qa-chunks-"
+COLLECTION = "qa-chunks"
+LEGACY_PREFIX = "qa-chunks-"  # server collections of index formats before 5, one per version
 
 
 class StoreError(Exception):
@@ -50,9 +57,8 @@ def _client(settings: Settings, version_dir: Path):
         raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {err}") from err
 
 
-def _collection_name(settings: Settings, version: str) -> str:
-    # Embedded: the folder is per version already. Server: one shared namespace, so the name carries it.
-    return f"{COLLECTION_PREFIX}{version}" if settings.chroma_url else COLLECTION_PREFIX.rstrip("-")
+def _record_id(chunk_id: str, embedded: str) -> str:
+    return f"{chunk_id}@{embedded}"
 
 
 @dataclass
@@ -60,50 +66,80 @@ class VectorStore:
     collection: chromadb.Collection
     client: object = None  # closed with the store: each version's embedded client holds files and memory
     size: int = -1  # of an opened version, which never changes: count() costs milliseconds a call
+    # Shared collection (server): source id -> the version that embedded the records this version uses.
+    embedded: Mapping[str, str] | None = None
 
     @classmethod
-    def create(
-        cls, settings: Settings, version_dir: Path, version: str, base_dir: Path | None = None
-    ) -> tuple["VectorStore", bool]:
-        """A new, writable store for `version`. With `base_dir` (the previous version's folder), an
-        embedded store starts as a copy of it; returns whether it did, so the caller adds only the difference."""
-        copied = False
+    def create(cls, settings: Settings, version_dir: Path, base_dir: Path | None = None,
+               base_size: int = 0) -> tuple["VectorStore", bool]:
+        """A new, writable store for the version in `version_dir`, and whether it already holds the records of the
+        previous version (in `base_dir`, `base_size` chunks), so the caller adds only the difference:
+        embedded, the new folder starts as a copy of the previous one; on a server, the collection is shared."""
+        holds = False
         if base_dir and not settings.chroma_url and (base_dir / "chroma").is_dir():
             shutil.copytree(base_dir / "chroma", version_dir / "chroma")
-            copied = True
+            holds = True
         client = _client(settings, version_dir)
-        name = _collection_name(settings, version)
-        if settings.chroma_url:
-            try:
-                client.delete_collection(name)  # left over from a build that was killed
-            except Exception:  # chromadb raises a bare error for a missing collection
-                pass
         collection = client.get_or_create_collection(
-            name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            COLLECTION, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
         )
-        return cls(collection, client), copied
+        if settings.chroma_url:
+            holds = base_dir is not None and collection.count() >= base_size  # fewer: the server lost records
+        return cls(collection, client, embedded={} if settings.chroma_url else None), holds
 
     @classmethod
-    def open(cls, settings: Settings, version_dir: Path, version: str) -> "VectorStore":
+    def open(cls, settings: Settings, version_dir: Path, manifest: dict) -> "VectorStore":
+        version = manifest["version"]
         client = _client(settings, version_dir)
         try:
-            collection = client.get_collection(_collection_name(settings, version), embedding_function=None)
+            collection = client.get_collection(COLLECTION, embedding_function=None)
+            count = collection.count()
         except Exception as err:
             raise StoreError(f"the vector store of index version {version} is missing or unreadable ({err})") from err
-        return cls(collection, client, collection.count())
+        if not settings.chroma_url:
+            return cls(collection, client, count)
+        if count < manifest["chunk_count"]:
+            raise StoreError(f"the Chroma server at {settings.chroma_url} holds {count} records, fewer than the "
+                             f"{manifest['chunk_count']} chunks of index version {version}; run `qa index --full`")
+        embedded = {sid: entry["embedded"] for sid, entry in manifest["sources"].items()}
+        return cls(collection, client, manifest["chunk_count"], embedded)
 
     @staticmethod
     def drop(settings: Settings, version_dir: Path, version: str) -> None:
-        """Forget a version on a server (an embedded store goes with its folder). Raises StoreError
-        when the server cannot do it; a collection that does not exist is already forgotten."""
+        """Forget a version's own collection on a server (index formats before 5; an embedded store
+        goes with its folder). Raises StoreError when the server cannot do it; a collection that
+        does not exist is already forgotten."""
         if settings.chroma_url:
             try:
-                _client(settings, version_dir).delete_collection(_collection_name(settings, version))
+                _client(settings, version_dir).delete_collection(f"{LEGACY_PREFIX}{version}")
             except NotFoundError:
                 pass
             except Exception as err:
-                raise StoreError(f"cannot drop Chroma collection {_collection_name(settings, version)} "
-                                 f"at {settings.chroma_url}: {err}") from err
+                raise StoreError(f"cannot drop Chroma collection {LEGACY_PREFIX}{version} at {settings.chroma_url}: {err}") from err
+
+    @staticmethod
+    def prune(settings: Settings, index_dir: Path, live: set[tuple[str, str]], gone: set[tuple[str, str]]) -> None:
+        """Delete the server's shared records no remaining version uses: those embedded by a version no
+        remaining one names (a killed build's too), and, of the `gone` versions' (source id, embedding
+        version) pairs, those not `live`. Raises StoreError when the server cannot do it."""
+        keys = {key for _, key in live}
+        stale: dict[str, list[str]] = {}
+        for sid, key in sorted(gone - live):
+            if key in keys:
+                stale.setdefault(key, []).append(sid)
+        try:
+            client = _client(settings, index_dir)
+            if not keys:
+                client.delete_collection(COLLECTION)
+                return
+            collection = client.get_collection(COLLECTION, embedding_function=None)
+            collection.delete(where={"embedded": {"$nin": sorted(keys)}})
+            for key, sids in stale.items():
+                collection.delete(where={"$and": [{"embedded": key}, {"source_id": {"$in": sids}}]})
+        except NotFoundError:
+            pass
+        except Exception as err:
+            raise StoreError(f"cannot delete old records of Chroma collection {COLLECTION} at {settings.chroma_url}: {err}") from err
 
     def close(self) -> None:
         """Release the client (reference-counted by Chroma: another holder of the same path keeps it)."""
@@ -111,14 +147,18 @@ class VectorStore:
             self.client.close()
 
     def add(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
+        """Chunk ids, their vectors, and metadata naming the source and the version that embedded them."""
+        if self.embedded is not None:  # upsert: records a killed build added before its clean-up may be there
+            ids = [_record_id(i, m["embedded"]) for i, m in zip(ids, metadatas)]
+        write = self.collection.add if self.embedded is None else self.collection.upsert
         batch = self.collection._client.get_max_batch_size()
         for i in range(0, len(ids), batch):
-            self.collection.add(
-                ids=ids[i : i + batch], embeddings=vectors[i : i + batch], metadatas=metadatas[i : i + batch]
-            )
+            write(ids=ids[i : i + batch], embeddings=vectors[i : i + batch], metadatas=metadatas[i : i + batch])
 
     def delete_sources(self, source_ids: list[str]) -> None:
-        if source_ids:
+        """Drop these sources' records from a version's own copy. A shared collection keeps them for
+        the versions still serving them; the clean-up deletes them when none does."""
+        if source_ids and self.embedded is None:
             self.collection.delete(where={"source_id": {"$in": source_ids}})
 
     def count(self) -> int:
@@ -130,9 +170,24 @@ class VectorStore:
         n = min(n, self.size if self.size >= 0 else self.count())
         if n <= 0:
             return [], []
-        try:
-            result = self.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
-        except Exception as err:  # a Chroma server down or restarting: the request gets a 503, not a 500
-            raise StoreError(f"the vector store cannot be queried ({type(err).__name__}: {err}); "
-                             "if it is a Chroma server, check that it is running") from err
-        return result["ids"][0], [1.0 - d for d in result["distances"][0]]
+        ask = n
+        while True:
+            try:
+                result = self.collection.query(query_embeddings=[vector], n_results=ask, where=where, include=["distances"])
+            except Exception as err:  # a Chroma server down or restarting: the request gets a 503, not a 500
+                raise StoreError(f"the vector store cannot be queried ({type(err).__name__}: {err}); "
+                                 "if it is a Chroma server, check that it is running") from err
+            ids, similarities = result["ids"][0], [1.0 - d for d in result["distances"][0]]
+            if self.embedded is None:
+                return ids, similarities
+            mine = [(chunk_id, s) for chunk_id, s in zip(map(self._chunk_id, ids), similarities) if chunk_id]
+            # Other versions' records (a changed source's old ones, until the clean-up) take places:
+            # ask for more until `n` of this version's are in, or the collection has no more.
+            if len(mine) >= n or len(ids) < ask or ask >= (total := self.count()):
+                return [c for c, _ in mine[:n]], [s for _, s in mine[:n]]
+            ask = min(ask * 4, total)
+
+    def _chunk_id(self, record_id: str) -> str | None:
+        """The chunk id of a shared record, if it is one of this version's."""
+        chunk_id, _, embedded = record_id.rpartition("@")
+        return chunk_id if self.embedded.get(chunk_id.rpartition("#")[0]) == embedded else None

@@ -1,5 +1,5 @@
 """BM25 analysis across scripts: unspaced Chinese and Japanese become searchable."""
-from qa.lexical import LexicalIndex, terms
+from qa.lexical import LexicalIndex, TermCounts, terms
 
 
 def test_cjk_runs_become_character_bigrams_and_latin_words_are_stemmed():
@@ -34,3 +34,39 @@ def test_a_term_the_corpus_lacks_weighs_most():
     treaty, oil, field, eiffel = bm25.idf(terms("treaty oil fields Eiffel"))
     # A question term the sources never use keeps its weight: covering the other terms is not covering it.
     assert eiffel > field > treaty == oil > 0
+
+
+def _columns(retriever) -> dict[str, tuple[list[int], list[float]]]:
+    """Each term's postings: the texts holding it and their scores."""
+    scores = retriever.scores
+    return {term: (scores["indices"][scores["indptr"][i] : scores["indptr"][i + 1]].tolist(),
+                   scores["data"][scores["indptr"][i] : scores["indptr"][i + 1]].tolist())
+            for term, i in retriever.vocab_dict.items() if term}
+
+
+TEXTS = ["The treaty was signed in Moscow on May 7.", "Oil fields in Zulia; the oil fields of Zulia.", "",
+         "东京大学的研究人员开发了一种新的电池技术。", "7", "The bridge opened in 2031, the bridge closed in 2032."]
+
+
+def test_bm25_from_term_counts_scores_exactly_as_bm25s_indexes():
+    import bm25s
+
+    reference = bm25s.BM25()
+    reference.index([terms(t) for t in TEXTS], show_progress=False)
+    assert _columns(LexicalIndex.build(TEXTS).retriever) == _columns(reference)
+
+
+def test_bm25_assembled_from_kept_counts_equals_one_built_from_scratch():
+    """A build keeps the counts of texts it already had (ids of the old vocabulary), counts only new
+    texts, and drops the terms of removed ones: the same index as counting everything again."""
+    vocabulary: dict[str, int] = {}
+    old = TermCounts.of(TEXTS, vocabulary)
+    new = TermCounts.of(["A new bridge over the Orinoco.", "The treaty again."], vocabulary)
+    kept = [old.slice(0, 1), old.slice(3, 6), new]  # the second and third texts removed
+    assembled, counts = LexicalIndex.from_counts(TermCounts.concat(kept, list(vocabulary)))
+    texts = [TEXTS[0], *TEXTS[3:], "A new bridge over the Orinoco.", "The treaty again."]
+    scratch = LexicalIndex.build(texts)
+    assert _columns(assembled.retriever) == _columns(scratch.retriever)
+    assert "zulia" not in counts.vocabulary and len(counts.rows) == len(texts) + 1
+    for question in ("bridge", "treaty Moscow", "oil fields", "东京"):
+        assert assembled.search(question, 5) == scratch.search(question, 5)

@@ -86,7 +86,7 @@ def _wait_for_path(pattern_root: Path, name: str, process: subprocess.Popen, tim
     return False
 
 
-@pytest.mark.parametrize("stage", ["chroma", "bm25", "sources.json", "chunk_vectors.npy"])
+@pytest.mark.parametrize("stage", ["chroma", "bm25", "sources.jsonl", "chunk_vectors.npy"])
 def test_sigkill_during_a_build_leaves_the_previous_version_serving(stage, seed_index, tmp_path, embedder):
     index_dir = tmp_path / "index"
     subprocess.run(["cp", "-r", str(seed_index.index_dir), str(index_dir)], check=True)

@@ -47,30 +47,29 @@ def test_commands_refuse_bad_settings_at_start(tmp_path, sources_copy):
     assert done.returncode == 2 and "QA_PORT" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_failed_collection_drop_is_reported_and_retried_by_the_next_build(chroma_server, sources_copy, tmp_path, embedder, monkeypatch):
-    from chromadb.api.client import Client
+def test_a_failed_delete_of_old_vector_records_is_reported_and_retried_by_the_next_build(chroma_server, sources_copy, tmp_path, embedder, monkeypatch):
+    from chromadb.api.models.Collection import Collection
 
     from qa.indexing import IndexBuilder
 
     settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index", "chroma_url": chroma_server.url})
     first = IndexBuilder(settings, embedder=embedder).run()
     _edit(sources_copy)
-    real_delete = Client.delete_collection
+    real_delete = Collection.delete
 
-    def failing_delete(self, name):
-        if name == f"qa-chunks-{first.version}":
-            raise RuntimeError("injected: the server refused")
-        return real_delete(self, name)
+    def failing_delete(self, *args, **kwargs):
+        raise RuntimeError("injected: the server refused")
 
-    monkeypatch.setattr(Client, "delete_collection", failing_delete)
+    monkeypatch.setattr(Collection, "delete", failing_delete)
     second = IndexBuilder(settings, embedder=embedder).run()
     assert any(first.version in w and "next build" in w and "injected" in w for w in second.warnings), second.warnings
-    server = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port)
-    assert f"qa-chunks-{first.version}" in {c.name for c in server.list_collections()}
+    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection("qa-chunks")
+    assert collection.count() == first.chunks + second.embedded_chunks  # the edited source's old records too
+    assert (settings.index_dir / "trash" / first.version).is_dir()  # its manifest still names them
 
-    monkeypatch.setattr(Client, "delete_collection", real_delete)
+    monkeypatch.setattr(Collection, "delete", real_delete)
     (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
     third = IndexBuilder(settings, embedder=embedder).run()
     assert not third.warnings
-    assert {c.name for c in server.list_collections()} == {f"qa-chunks-{third.version}"}
+    assert collection.count() == third.chunks
     assert not (settings.index_dir / "trash").exists() or not any((settings.index_dir / "trash").iterdir())

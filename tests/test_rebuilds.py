@@ -1,12 +1,16 @@
 """Rebuilds that lose no change and build the right folder: the index remembers its sources
 folder, watch mode builds every change it saw, rebuild jobs are shared by every worker and run
-in their own process, a reused source keeps the text its offsets were computed on."""
+in their own process, a reused source keeps the text its offsets were computed on. Builds by
+difference: an unchanged file is not read, an edit behind restored timestamps is still seen, an
+incremental build gives what a full build of the same folder gives, a damaged previous version
+is rebuilt in full."""
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qa.config import Settings
@@ -183,3 +187,111 @@ def test_rebuild_jobs_are_shared_by_every_worker_and_run_in_their_own_process(so
         assert requests.post(server.base + "/api/index", headers=AUTH, timeout=30).status_code == 202
         assert _wait_until(lambda: get()["state"] != "running", 180) and get()["state"] == "succeeded"
         assert _wait_until(lambda: requests.get(server.base + "/api/health", timeout=10).json()["index_version"] == get()["version"], 30)
+
+
+def _reads(monkeypatch) -> list[str]:
+    """The files the source reader opens from now on (it still reads them: this only notes which)."""
+    from qa.sources import SourceReader
+
+    opened: list[str] = []
+    real = SourceReader._read_file
+    monkeypatch.setattr(SourceReader, "_read_file", lambda self, folder, relative: opened.append(relative) or real(self, folder, relative))
+    return opened
+
+
+def test_an_unchanged_file_is_not_read_again_and_a_touched_one_is_read_but_not_embedded(sources_copy, tmp_path, embedder, monkeypatch):
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    opened = _reads(monkeypatch)
+    edited, touched = sorted(sources_copy.glob("*.txt"))[:2]
+    edited.write_text(edited.read_text(encoding="utf-8") + "\nThe Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    os.utime(touched)  # a new mtime, the same bytes
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert sorted(opened) == sorted([edited.name, touched.name])  # the three others were skipped by their stamp
+    assert report.updated == [edited.stem] and touched.stem in report.kept
+    assert report.embedded_chunks == sum(1 for c in load_index(settings).chunks if c.source_id == edited.stem)
+    opened.clear()
+    assert IndexBuilder(settings, embedder=embedder).run().up_to_date and opened == []
+
+
+def test_an_edit_behind_restored_size_and_mtime_is_still_built(sources_copy, tmp_path, embedder):
+    """The stamp holds the ctime too, which no one can set back: `touch -d` after an edit hides nothing."""
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    path = sorted(sources_copy.glob("*.txt"))[0]
+    before = path.stat()
+    text = path.read_text(encoding="utf-8")
+    assert "Caracas" in text
+    path.write_text(text.replace("Caracas", "Maracay"), encoding="utf-8")  # as many bytes
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.updated == [path.stem]
+    index = load_index(settings)
+    assert "Maracay" in index.sources[path.stem].text and "Caracas" not in index.sources[path.stem].text
+    index.close()
+
+
+def test_an_incremental_build_gives_what_a_full_build_of_the_same_folder_gives(sources_copy, tmp_path, embedder):
+    from qa.retrieval import Retriever
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    first_version = IndexBuilder(settings, embedder=embedder).run().version
+    first, second, third = sorted(sources_copy.glob("*.txt"))[:3]
+    second.write_text(second.read_text(encoding="utf-8") + "\nThe Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    third.unlink()
+    (sources_copy / "added.md").write_text("# Port news\n\nThe port of La Guaira handled 7 tankers on October 9.", encoding="utf-8")
+    toml = sources_copy / "sources.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('outlet = "Orinoco Tribune"', 'outlet = "Tribune of the Orinoco"'), encoding="utf-8")
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.updated == [second.stem] and report.removed == [third.stem] and report.added == ["added.md"]
+    full_settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "full"})
+    IndexBuilder(full_settings, embedder=embedder).run()
+    built, full = load_index(settings), load_index(full_settings)
+    try:
+        assert built.sources == full.sources and built.sources[first.stem].meta.outlet == "Tribune of the Orinoco"
+        assert list(built.chunks) == list(full.chunks)
+        for name in ("sentence_spans", "chunk_rows"):
+            assert np.array_equal(getattr(built, name), getattr(full, name))
+        for name in ("sentence_vectors", "chunk_vectors"):
+            assert np.allclose(getattr(built, name), getattr(full, name), atol=2e-3)
+        def described(index) -> dict:  # each source as the manifest describes it, but for which build embedded it
+            return {sid: {k: v for k, v in entry.items() if k != "embedded"} for sid, entry in index.manifest["sources"].items()}
+
+        assert described(built) == described(full)
+        embedded_by = {sid: entry["embedded"] for sid, entry in built.manifest["sources"].items()}
+        assert embedded_by[first.stem] == first_version != embedded_by[second.stem] == embedded_by["added.md"] == built.version
+        assert built.store.count() == full.store.count() == len(full.chunks)
+        questions = ["When did Maduro enact the treaty law?", "Which port handled tankers?", "Orinoco bridge traffic",
+                     "What did Ryabkov say about missiles?", "La Orchila island drills"]
+        for question in questions:
+            assert built.lexical.search(question, 20) == full.lexical.search(question, 20)
+            ours, theirs = (Retriever(embedder).run(index, question, 5) for index in (built, full))
+            assert [h.chunk.id for h in ours.hits] == [h.chunk.id for h in theirs.hits]
+            assert np.allclose([h.score for h in ours.hits], [h.score for h in theirs.hits], atol=1e-3)
+            assert [h.highlight for h in ours.hits] == [h.highlight for h in theirs.hits]
+    finally:
+        built.close()
+        full.close()
+
+
+def test_a_damaged_array_in_the_previous_version_leads_to_a_full_and_correct_build(sources_copy, tmp_path, embedder):
+    from qa.indexing import current_version
+    from qa.retrieval import Retriever
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    damaged = tmp_path / "index" / "versions" / current_version(settings.index_dir) / "chunk_vectors.npy"
+    data = bytearray(damaged.read_bytes())
+    data[-64:] = bytes(64)  # the last chunk's vector, zeroed: still a valid .npy
+    damaged.write_bytes(bytes(data))
+    path = sorted(sources_copy.glob("*.txt"))[1]
+    path.write_text(path.read_text(encoding="utf-8") + "\nThe Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.full_reason and "chunk_vectors.npy" in report.full_reason and report.embedded_chunks == report.chunks
+    index = load_index(settings)
+    try:
+        assert np.min(np.linalg.norm(index.chunk_vectors.astype(np.float32), axis=1)) > 0.99
+        assert "October 7" in Retriever(embedder).run(index, "When did Maduro enact the treaty law?", 1).hits[0].chunk.text
+    finally:
+        index.close()

@@ -1,5 +1,8 @@
 """The service on a real Chroma server (`chroma run`) with two gunicorn workers, end to end:
-build into the server, serve, rebuild after a source change, every worker switches."""
+build into the server, serve, rebuild after a source change (which adds only that source's records
+to the collection every version shares), every worker switches; each version answers from its own
+records, and the clean-up leaves only the records remaining versions use."""
+import json
 import os
 import subprocess
 import time
@@ -9,7 +12,7 @@ import requests
 
 from qa.indexing import current_version
 from tests.conftest import QA, Server
-from tests.test_lifecycle import NEW_SENTENCE, _edit
+from tests.test_lifecycle import EDITED, NEW_SENTENCE, _edit
 
 
 def _ask(base: str) -> dict:
@@ -28,7 +31,9 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
     old_version = current_version(index_dir)
     assert not (index_dir / "versions" / old_version / "chroma").exists()  # vectors live on the server
     client = chromadb.HttpClient(host="127.0.0.1", port=port)
-    assert [c.name for c in client.list_collections()] == [f"qa-chunks-{old_version}"]
+    assert [c.name for c in client.list_collections()] == ["qa-chunks"]  # one collection, shared by every version
+    chunks = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["chunk_count"]
+    assert client.get_collection("qa-chunks").count() == chunks
 
     with Server(index_dir, workers=2, threads=4, env={"QA_CHROMA_URL": url}) as server:
         answers = [_ask(server.base) for _ in range(6)]
@@ -50,5 +55,46 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
         assert any(NEW_SENTENCE in r["text"] for r in answer["results"])
         assert not any("La Orchila" in r["text"] for r in answer["results"])
 
-    names = {c.name for c in client.list_collections()}
-    assert f"qa-chunks-{new_version}" in names and len(names) <= 2
+    assert [c.name for c in client.list_collections()] == ["qa-chunks"]
+    records = client.get_collection("qa-chunks").get(include=["metadatas"])
+    # The rebuild added only the edited source's records, under the new version; the rest are shared.
+    added = [i for i, m in zip(records["ids"], records["metadatas"]) if m["embedded"] == new_version]
+    assert added and all(m["source_id"] == EDITED for m in records["metadatas"] if m["embedded"] == new_version)
+    assert {m["embedded"] for m in records["metadatas"]} == {old_version, new_version}
+    assert len(records["ids"]) - len(added) == chunks  # the edited source's old records stay until a clean-up finds its version gone
+
+
+def test_versions_share_one_collection_and_each_answers_from_its_own_records(chroma_server, sources_copy, tmp_path, embedder):
+    """An old version still held answers from its records after a rebuild that changed a source; once
+    it is gone, the next clean-up leaves exactly the current version's records, and deletes what a
+    killed build had added."""
+    from qa.config import Settings
+    from qa.indexing import IndexBuilder, load_index
+    from qa.retrieval import Retriever
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index", "chroma_url": chroma_server.url})
+    IndexBuilder(settings, embedder=embedder).run()
+    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection("qa-chunks")
+    old = load_index(settings)
+    _edit(sources_copy)
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.updated == [EDITED] and collection.count() == old.store.size + report.embedded_chunks
+    new = load_index(settings)
+    retriever = Retriever(embedder, mode="dense")
+    question = "Where is the lunar mining research coordinated from?"
+    assert not any(NEW_SENTENCE in h.chunk.text for h in retriever.run(old, question, 5).hits)
+    assert NEW_SENTENCE in retriever.run(new, question, 1).hits[0].chunk.text
+    assert all(h.chunk.text == new.chunks[new.position[h.chunk.id]].text for h in retriever.run(new, "La Orchila drills", 20).hits)
+    old.close()
+
+    collection.add(ids=[f"{EDITED}#0@killed-build"], embeddings=[new.chunk_vectors[0].astype("float32")],
+                   metadatas=[{"source_id": EDITED, "embedded": "killed-build"}])
+    (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    new.close()
+    IndexBuilder(settings, embedder=embedder).run()
+    current = load_index(settings)
+    try:
+        assert collection.count() == len(current.chunks)
+        assert "Orinoco bridge" in retriever.run(current, "When did the Orinoco bridge open?", 1).hits[0].chunk.text
+    finally:
+        current.close()
