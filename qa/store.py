@@ -2,7 +2,8 @@
 
 Embedded by default: `PersistentClient` in the version's own folder, so a build never writes where
 the server reads; a build starts from a copy of the previous version's folder and changes what
-changed. With `QA_CHROMA_URL`, one collection on the Chroma server is shared by every version
+changed. With `QA_CHROMA_URL`, each index has one collection on the Chroma server (named by the
+index's `ID` file, so several indexes can share a server), shared by every version of the index
 (Chroma can fork a collection only when hosted): a record's id is its chunk id and the version
 that embedded it (`a#0@<version>`), so versions share the records of unchanged sources and a build
 adds only the records of what it embedded. A version's query keeps the records it names; the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,9 +28,10 @@ import numpy as np
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError
 
+from qa import versions
 from qa.config import Settings
 
-COLLECTION = "qa-chunks"
+COLLECTION = "qa-chunks"  # embedded: each version's folder holds its own
 LEGACY_PREFIX = "qa-chunks-"  # server collections of index formats before 5, one per version
 
 
@@ -57,6 +59,11 @@ def _client(settings: Settings, version_dir: Path):
         raise StoreError(f"cannot reach the Chroma server at {settings.chroma_url}: {err}") from err
 
 
+def collection_name(settings: Settings) -> str:
+    """The collection of the index in `settings.index_dir`: a Chroma server may hold several indexes'."""
+    return f"qa-index-{versions.index_id(settings.index_dir)}" if settings.chroma_url else COLLECTION
+
+
 def _record_id(chunk_id: str, embedded: str) -> str:
     return f"{chunk_id}@{embedded}"
 
@@ -81,7 +88,7 @@ class VectorStore:
             holds = True
         client = _client(settings, version_dir)
         collection = client.get_or_create_collection(
-            COLLECTION, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            collection_name(settings), embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
         )
         if settings.chroma_url:
             holds = base_dir is not None and collection.count() >= base_size  # fewer: the server lost records
@@ -92,7 +99,7 @@ class VectorStore:
         version = manifest["version"]
         client = _client(settings, version_dir)
         try:
-            collection = client.get_collection(COLLECTION, embedding_function=None)
+            collection = client.get_collection(collection_name(settings), embedding_function=None)
             count = collection.count()
         except Exception as err:
             raise StoreError(f"the vector store of index version {version} is missing or unreadable ({err})") from err
@@ -127,19 +134,20 @@ class VectorStore:
         for sid, key in sorted(gone - live):
             if key in keys:
                 stale.setdefault(key, []).append(sid)
+        name = collection_name(replace(settings, index_dir=index_dir))
         try:
             client = _client(settings, index_dir)
             if not keys:
-                client.delete_collection(COLLECTION)
+                client.delete_collection(name)
                 return
-            collection = client.get_collection(COLLECTION, embedding_function=None)
+            collection = client.get_collection(name, embedding_function=None)
             collection.delete(where={"embedded": {"$nin": sorted(keys)}})
             for key, sids in stale.items():
                 collection.delete(where={"$and": [{"embedded": key}, {"source_id": {"$in": sids}}]})
         except NotFoundError:
             pass
         except Exception as err:
-            raise StoreError(f"cannot delete old records of Chroma collection {COLLECTION} at {settings.chroma_url}: {err}") from err
+            raise StoreError(f"cannot delete old records of Chroma collection {name} at {settings.chroma_url}: {err}") from err
 
     def close(self) -> None:
         """Release the client (reference-counted by Chroma: another holder of the same path keeps it)."""

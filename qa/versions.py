@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -42,6 +43,7 @@ LEASES = "leases"
 TRASH = "trash"
 LOCK = ".build.lock"
 MANIFEST = "manifest.json"
+INDEX_ID = "ID"  # the index's own name: its collection on a Chroma server that several indexes share
 FULL_REBUILD_HINT = "run `qa index --full` to rebuild it"
 HEARTBEAT_SECONDS = 10.0
 LEASE_TTL = 120.0  # a lease from another host not refreshed for this long is dead
@@ -115,6 +117,27 @@ def new_version(index_dir: Path) -> tuple[str, Path]:
     folder = version_dir(index_dir, version)
     folder.mkdir(parents=True)
     return version, folder
+
+
+def index_id(index_dir: Path) -> str:
+    """The index's own name, made by its first build and kept by every later one (`--full` too), so
+    that indexes sharing a Chroma server keep their records apart: each has its own collection."""
+    path = index_dir / INDEX_ID
+    if not path.exists():
+        index_dir.mkdir(parents=True, exist_ok=True)
+        made = path.with_name(f".{INDEX_ID}.{os.getpid()}.{threading.get_ident()}.tmp")
+        made.write_text(secrets.token_hex(8) + "\n", encoding="utf-8")
+        try:
+            os.link(made, path)  # never replaces: of two first builds at once, one name wins
+        except FileExistsError:
+            pass
+        finally:
+            made.unlink(missing_ok=True)
+    name = path.read_text(encoding="utf-8").strip()
+    if not re.fullmatch(r"[0-9a-f]{16}", name):
+        raise IndexUnavailable(f"{path} should hold this index's name (16 hex digits), not {name[:40]!r}; "
+                               f"restore it, or delete it and {FULL_REBUILD_HINT} into a new Chroma collection")
+    return name
 
 
 def publish(index_dir: Path, folder: Path, manifest: dict, files: tuple[str, ...]) -> str | None:

@@ -7,6 +7,7 @@ import chromadb
 import pytest
 
 from qa.config import Settings, SettingsError
+from qa.store import collection_name
 from tests.conftest import QA
 from tests.test_lifecycle import _edit
 
@@ -63,7 +64,7 @@ def test_a_failed_delete_of_old_vector_records_is_reported_and_retried_by_the_ne
     monkeypatch.setattr(Collection, "delete", failing_delete)
     second = IndexBuilder(settings, embedder=embedder).run()
     assert any(first.version in w and "next build" in w and "injected" in w for w in second.warnings), second.warnings
-    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection("qa-chunks")
+    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection(collection_name(settings))
     assert collection.count() == first.chunks + second.embedded_chunks  # the edited source's old records too
     assert (settings.index_dir / "trash" / first.version).is_dir()  # its manifest still names them
 

@@ -31,9 +31,10 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
     old_version = current_version(index_dir)
     assert not (index_dir / "versions" / old_version / "chroma").exists()  # vectors live on the server
     client = chromadb.HttpClient(host="127.0.0.1", port=port)
-    assert [c.name for c in client.list_collections()] == ["qa-chunks"]  # one collection, shared by every version
+    name = f"qa-index-{(index_dir / 'ID').read_text().strip()}"
+    assert [c.name for c in client.list_collections()] == [name]  # the index's collection, shared by its versions
     chunks = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["chunk_count"]
-    assert client.get_collection("qa-chunks").count() == chunks
+    assert client.get_collection(name).count() == chunks
 
     with Server(index_dir, workers=2, threads=4, env={"QA_CHROMA_URL": url}) as server:
         answers = [_ask(server.base) for _ in range(6)]
@@ -55,8 +56,8 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
         assert any(NEW_SENTENCE in r["text"] for r in answer["results"])
         assert not any("La Orchila" in r["text"] for r in answer["results"])
 
-    assert [c.name for c in client.list_collections()] == ["qa-chunks"]
-    records = client.get_collection("qa-chunks").get(include=["metadatas"])
+    assert [c.name for c in client.list_collections()] == [name]
+    records = client.get_collection(name).get(include=["metadatas"])
     # The rebuild added only the edited source's records, under the new version; the rest are shared.
     added = [i for i, m in zip(records["ids"], records["metadatas"]) if m["embedded"] == new_version]
     assert added and all(m["source_id"] == EDITED for m in records["metadatas"] if m["embedded"] == new_version)
@@ -71,10 +72,11 @@ def test_versions_share_one_collection_and_each_answers_from_its_own_records(chr
     from qa.config import Settings
     from qa.indexing import IndexBuilder, load_index
     from qa.retrieval import Retriever
+    from qa.store import collection_name
 
     settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index", "chroma_url": chroma_server.url})
     IndexBuilder(settings, embedder=embedder).run()
-    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection("qa-chunks")
+    collection = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection(collection_name(settings))
     old = load_index(settings)
     _edit(sources_copy)
     report = IndexBuilder(settings, embedder=embedder).run()
@@ -96,5 +98,38 @@ def test_versions_share_one_collection_and_each_answers_from_its_own_records(chr
     try:
         assert collection.count() == len(current.chunks)
         assert "Orinoco bridge" in retriever.run(current, "When did the Orinoco bridge open?", 1).hits[0].chunk.text
+    finally:
+        current.close()
+
+
+def test_indexes_sharing_a_chroma_server_keep_their_own_records(chroma_server, sources_copy, tmp_path, embedder):
+    """Two indexes (of two folders) on one Chroma server: each in its own collection, so the clean-up
+    after one's rebuild deletes none of the other's records, and the other still answers."""
+    from qa.config import Settings
+    from qa.indexing import IndexBuilder, load_index
+    from qa.retrieval import Retriever
+    from qa.store import collection_name
+
+    other_sources = tmp_path / "other"
+    other_sources.mkdir()
+    (other_sources / "bridge.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    seeds = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "a", "chroma_url": chroma_server.url})
+    other = Settings.from_env({"sources_dir": other_sources, "index_dir": tmp_path / "b", "chroma_url": chroma_server.url})
+    IndexBuilder(other, embedder=embedder).run()
+    IndexBuilder(seeds, embedder=embedder).run()
+    assert collection_name(seeds) != collection_name(other)
+    _edit(sources_copy)
+    (sources_copy / sorted(p.name for p in sources_copy.glob("*.txt"))[-1]).unlink()
+    IndexBuilder(seeds, embedder=embedder).run()  # its clean-up deletes its old version's records
+    client = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port)
+    assert client.get_collection(collection_name(other)).count() == 1
+    index = load_index(other)
+    try:
+        assert "Orinoco bridge" in Retriever(embedder, mode="dense").run(index, "When did the bridge open?", 1).hits[0].chunk.text
+    finally:
+        index.close()
+    current = load_index(seeds)
+    try:
+        assert client.get_collection(collection_name(seeds)).count() == len(current.chunks)
     finally:
         current.close()
