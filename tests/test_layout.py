@@ -20,7 +20,9 @@ def test_vectors_and_bm25_are_memory_mapped_float16_within_cosine_1e3_of_the_mod
             # a plain view of the memory map: backed by the file, read-only
             assert isinstance(vectors.base, np.memmap) and vectors.base.mode == "r" and not vectors.flags.writeable
             assert vectors.dtype == np.float16
-        assert isinstance(index.lexical.retriever.scores["data"], np.memmap)
+        for name in ("data", "indices", "indptr"):  # BM25's score matrix: plain views of memory maps too
+            array = index.lexical.retriever.scores[name]
+            assert isinstance(array.base, np.memmap) and array.base.mode == "r" and not array.flags.writeable
         fresh = embedder.encode([c.text for c in index.chunks])
         assert np.min(np.sum(fresh * index.chunk_vectors.astype(np.float32), axis=1)) > 0.999
         sentences = [index.sources[c.source_id].text[s:e] for c in index.chunks for s, e in c.sentences]
