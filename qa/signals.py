@@ -54,6 +54,15 @@ QUARTER = re.compile(
     r"\bQ([1-4])\b|\b(first|second|third|fourth|1st|2nd|3rd|4th)[\s-]+quarter\b|\bquarter\s+([1-4])\b", re.IGNORECASE)
 ORDINAL = re.compile(r"\b(\d{1,3})(?:st|nd|rd|th)\b|\b(" + "|".join(ORDINALS) + r")\b", re.IGNORECASE)
 NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w])")
+DIGIT = re.compile(r"\d")
+# Words one of which every match of a pattern holds (in case-folded text): a sentence holding none
+# is not searched. Most sentences hold no date, figure or ordinal, and a question reads hundreds of
+# sentences it has not seen, so these checks are most of what reading them costs.
+MONTH_STEMS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+DATE_WORD_STEMS = ("day", "tomorrow", "tonight", "century", "decade", "week", "month", "year", "spring", "summer",
+                   "autumn", "fall", "winter")
+QUANTITY_WORD_STEMS = (*NUMBER_WORDS, "dozen", "hundred", "thousand", "million", "billion", "trillion", "half",
+                       "percent", "%", "$", "€", "£", "¥")
 QUOTED = re.compile(r"[\"“«„]([^\"“”«»„]{2,80})[\"”»“]")
 
 DATE_WORDS = re.compile(
@@ -114,25 +123,33 @@ def _number(whole: str, fraction: str | None) -> str:
 
 def _marks(text: str) -> set[str]:
     marks: set[str] = set()
-    years = {m.group(1) for m in YEAR.finditer(text)}
+    # Most sentences hold no digit and no "q": the patterns that need one are not run on them (a
+    # question reads hundreds of sentences it has not seen, so this is most of its reading cost).
+    digits = DIGIT.search(text) is not None
+    folded = _fold(text)
+    quarters = "q" in folded
+    years = {m.group(1) for m in YEAR.finditer(text)} if digits else set()
     marks.update(f"year:{y}" for y in years)
-    for pattern, day, month in ((DAY_MONTH, 1, 2), (MONTH_DAY, 2, 1)):
+    for pattern, day, month in ((DAY_MONTH, 1, 2), (MONTH_DAY, 2, 1)) if digits else ():
         for m in pattern.finditer(text):
             if 1 <= int(m.group(day)) <= 31 and (name := m.group(month).rstrip(".")).lower() in MONTHS:
                 if name.lower() not in AMBIGUOUS_MONTHS or name[0].isupper():
                     marks.add(f"date:{MONTHS[name.lower()]}-{int(m.group(day))}")
-    for m in MONTH.finditer(text):
+    for m in MONTH.finditer(text) if _holds(folded, MONTH_STEMS) else ():
         word = m.group(1)
         if word.lower() in MONTHS and (word.lower() not in AMBIGUOUS_MONTHS or word[0].isupper()):
             marks.add(f"month:{MONTHS[word.lower()]}")
-    for m in QUARTER.finditer(text):
+    for m in QUARTER.finditer(text) if quarters else ():
         q = m.group(1) or m.group(3) or m.group(2)
-        marks.add(f"quarter:{ORDINALS.get(q.lower(), None) or int(q[0])}")
+        marks.add(f"quarter:{ORDINALS.get(_fold(q), None) or int(q[0])}")
     # A quarter is not also an ordinal, nor a date's day also a number ("June 14th", "1st of May").
-    text = DAY_MONTH.sub(" ", MONTH_DAY.sub(" ", QUARTER.sub(" ", text)))
-    for m in ORDINAL.finditer(text):
-        marks.add(f"ordinal:{int(m.group(1)) if m.group(1) else ORDINALS[m.group(2).lower()]}")
-    for m in NUMBER.finditer(text):
+    if quarters:
+        text = QUARTER.sub(" ", text)
+    if digits:
+        text = DAY_MONTH.sub(" ", MONTH_DAY.sub(" ", text))
+    for m in ORDINAL.finditer(text) if digits or _holds(folded, ORDINALS) else ():
+        marks.add(f"ordinal:{int(m.group(1)) if m.group(1) else ORDINALS[_fold(m.group(2))]}")
+    for m in NUMBER.finditer(text) if digits else ():
         value = _number(m.group(1), m.group(2))
         if value not in years:
             marks.add(f"number:{value}")
@@ -141,13 +158,24 @@ def _marks(text: str) -> set[str]:
     return marks
 
 
+def _fold(text: str) -> str:
+    """Case-folded as the patterns' IGNORECASE matches: dotless ı matches i there too."""
+    return text.casefold().replace("ı", "i")
+
+
+def _holds(folded: str, words) -> bool:
+    return any(w in folded for w in words)
+
+
 def read_text(text: str) -> TextFacts:
     """Constraint keys and answer types a sentence or passage holds."""
     marks = _marks(text)
     types = 0
-    if any(m.startswith(("year:", "date:", "month:")) for m in marks) or DATE_WORDS.search(text):
+    folded = _fold(text)
+    if any(m.startswith(("year:", "date:", "month:")) for m in marks) or (
+            _holds(folded, DATE_WORD_STEMS) and DATE_WORDS.search(text)):
         types |= TYPE_BITS["date"]
-    if any(m.startswith("number:") for m in marks) or QUANTITY_WORDS.search(text):
+    if any(m.startswith("number:") for m in marks) or (_holds(folded, QUANTITY_WORD_STEMS) and QUANTITY_WORDS.search(text)):
         types |= TYPE_BITS["quantity"]
     if PERSON.search(text):
         types |= TYPE_BITS["person"]

@@ -64,6 +64,13 @@ def test_dates_are_one_constraint_and_odd_text_never_fails():
     assert not read_text("prices may march upwards").marks  # verbs, not months
 
 
+def test_letters_the_patterns_match_case_insensitively_are_read_as_their_ascii_twins():
+    # Unicode IGNORECASE lets "fırst" (dotless ı) and "ſecond" (long s) match the ordinal words.
+    assert read_text("the fırst round").marks == {"ordinal:1"}
+    assert read_text("In the fırst quarter of 2019").marks == {"quarter:1", "year:2019"}
+    assert read_text("the ſecond half").marks == {"ordinal:2"}
+
+
 @pytest.mark.parametrize("hostile", ["Q" * 1000, "1," * 500, "A a" * 300, "\u201c" * 999, "first quarter " * 70,
                                       "Aa A. " * 166, "May " * 250])
 def test_hostile_text_is_read_quickly(hostile):
