@@ -123,8 +123,10 @@ class LexicalIndex:
         scored = counts if size else TermCounts([" "], np.array([0, 1]), np.zeros(1, np.int32), np.ones(1, np.int32))
         retriever = bm25s.BM25()
         n_docs, n_terms = len(scored.rows) - 1, len(scored.vocabulary)
-        lengths = np.add.reduceat(scored.counts, scored.rows[:-1]) if len(scored.counts) else np.zeros(n_docs)
-        lengths[np.diff(scored.rows) == 0] = 0  # reduceat gives an empty row its next row's first count
+        # Each text's length in terms: differences of the running total at its row bounds (a text
+        # without a term, such as "To be or not to be." or an emoji, has length 0 wherever it sits).
+        running = np.concatenate([[0], np.cumsum(scored.counts, dtype=np.int64)])
+        lengths = running[scored.rows[1:]] - running[scored.rows[:-1]]
         frequencies = np.bincount(scored.ids, minlength=n_terms)
         idf = _build_idf_array(dict(enumerate(frequencies.tolist())), n_docs, _select_idf_scorer(retriever.idf_method), retriever.dtype)
         tfc = _select_tfc_scorer(retriever.method)(

@@ -1,6 +1,7 @@
 """BM25 analysis across scripts: unspaced Chinese and Japanese become searchable."""
-from qa.lexical import LexicalIndex, TermCounts, terms
+import pytest
 
+from qa.lexical import LexicalIndex, TermCounts, terms
 
 def test_cjk_runs_become_character_bigrams_and_latin_words_are_stemmed():
     assert terms("The treaties 东京大学") == ["treati", "东京", "京大", "大学"]
@@ -54,6 +55,21 @@ def test_bm25_from_term_counts_scores_exactly_as_bm25s_indexes():
     reference = bm25s.BM25()
     reference.index([terms(t) for t in TEXTS], show_progress=False)
     assert _columns(LexicalIndex.build(TEXTS).retriever) == _columns(reference)
+
+
+@pytest.mark.parametrize("texts", [[*TEXTS, "To be or not to be."], ["\U0001f44d", *TEXTS], ["***"]])
+def test_texts_without_a_term_first_last_or_alone_score_as_bm25s_indexes(texts):
+    """A text of stop words or symbols only has no term: wherever it sits, the index is built."""
+    import bm25s
+
+    built = LexicalIndex.build(texts)
+    if texts == ["***"]:
+        assert built.search("treaty oil", 3) == ([], [])
+        return
+    reference = bm25s.BM25()
+    reference.index([terms(t) for t in texts], show_progress=False)
+    assert _columns(built.retriever) == _columns(reference)
+    assert texts.index("Oil fields in Zulia; the oil fields of Zulia.") == built.search("oil fields", 1)[0][0]
 
 
 def test_bm25_assembled_from_kept_counts_equals_one_built_from_scratch():
