@@ -159,8 +159,9 @@ def _marks(text: str) -> set[str]:
 
 
 def _fold(text: str) -> str:
-    """Case-folded as the patterns' IGNORECASE matches: dotless ı matches i there too."""
-    return text.casefold().replace("ı", "i")
+    """Lower-cased as the patterns' IGNORECASE matches letters: "FİRST", "fırst" and "ſecond" are
+    "first" and "second" there, though lower() gives "fi̇rst", "fırst" and "ſecond"."""
+    return text.lower().replace("i\u0307", "i").replace("ı", "i").replace("ſ", "s")
 
 
 def _holds(folded: str, words) -> bool:

@@ -69,6 +69,24 @@ def test_letters_the_patterns_match_case_insensitively_are_read_as_their_ascii_t
     assert read_text("the fırst round").marks == {"ordinal:1"}
     assert read_text("In the fırst quarter of 2019").marks == {"quarter:1", "year:2019"}
     assert read_text("the ſecond half").marks == {"ordinal:2"}
+    assert read_question("Who was FİRST in 2019?").constraints == {"year:2019", "ordinal:1"}
+    assert read_text("Revenue in the FİRST QUARTER rose").marks == {"quarter:1"}
+    assert read_text("NİNTH").marks == {"ordinal:9"}
+    assert read_text("TONİGHT").types & TYPE_BITS["date"] and read_text("MİLLİON").types & TYPE_BITS["quantity"]
+
+
+def test_every_letter_the_patterns_take_for_an_ascii_letter_is_folded_to_it():
+    import re
+    import string
+
+    from qa.signals import _fold
+
+    patterns = {letter: re.compile(letter, re.IGNORECASE) for letter in string.ascii_lowercase}
+    for code in range(128, 0x10000):  # the letters that fold to ASCII are all in the basic plane
+        c = chr(code)
+        for letter, pattern in patterns.items():
+            if pattern.fullmatch(c):
+                assert _fold(c) == letter, (hex(code), letter)
 
 
 @pytest.mark.parametrize("hostile", ["Q" * 1000, "1," * 500, "A a" * 300, "\u201c" * 999, "first quarter " * 70,
