@@ -25,6 +25,7 @@ import hashlib
 import importlib.metadata
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,7 +40,8 @@ MAX_ID_CHARS = 200
 SURROGATE = re.compile("[\ud800-\udfff]")
 # What reading depends on besides the files: a change to any of these makes a build read every file again.
 READING_CODE = ("sources.py", "cleaning.py", "readers")
-READING_LIBRARIES = ("ftfy", "charset-normalizer", "trafilatura", "lxml", "python-frontmatter", "markdown-it-py", "pypdf", "PyYAML")
+READING_LIBRARIES = ("ftfy", "charset-normalizer", "trafilatura", "justext", "htmldate", "courlan", "lxml", "lxml_html_clean",
+                     "python-frontmatter", "markdown-it-py", "pypdf", "PyYAML", "python-docx")
 CLEANER_PROBE = "Caf\u00c3\u00a9 \u201cquoted\u201d\u00a0text \r\n\r\n\r\n  next\u200b line \ufb01ne -\nhyphen"
 
 
@@ -162,7 +164,9 @@ class SourceReader:
     def fingerprint(self) -> str:
         """What reading depends on besides the files: this code, its libraries' versions, the limits
         and what the cleaner makes of a probe text. Files a build of another fingerprint read are read again."""
-        digest = hashlib.sha256(repr((self.max_bytes, self.max_bulk_bytes, self.cleaner, self.cleaner.run(CLEANER_PROBE))).encode())
+        # Python's version too: its Unicode tables decide what the cleaner and the sentence splitter see.
+        digest = hashlib.sha256(repr((self.max_bytes, self.max_bulk_bytes, self.cleaner, self.cleaner.run(CLEANER_PROBE),
+                                      sys.version)).encode())
         here = Path(__file__).parent
         for name in READING_CODE:
             for path in sorted((here / name).rglob("*.py")) if (here / name).is_dir() else [here / name]:

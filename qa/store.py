@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import shutil
+from contextlib import closing
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,11 +88,15 @@ class VectorStore:
             shutil.copytree(base_dir / "chroma", version_dir / "chroma")
             holds = True
         client = _client(settings, version_dir)
-        collection = client.get_or_create_collection(
-            collection_name(settings), embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-        )
-        if settings.chroma_url:
-            holds = base_dir is not None and collection.count() >= base_size  # fewer: the server lost records
+        try:
+            collection = client.get_or_create_collection(
+                collection_name(settings), embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+            if settings.chroma_url:
+                holds = base_dir is not None and collection.count() >= base_size  # fewer: the server lost records
+        except BaseException:
+            client.close()
+            raise
         return cls(collection, client, embedded={} if settings.chroma_url else None), holds
 
     @classmethod
@@ -102,10 +107,12 @@ class VectorStore:
             collection = client.get_collection(collection_name(settings), embedding_function=None)
             count = collection.count()
         except Exception as err:
+            client.close()
             raise StoreError(f"the vector store of index version {version} is missing or unreadable ({err})") from err
         if not settings.chroma_url:
             return cls(collection, client, count)
         if count < manifest["chunk_count"]:
+            client.close()
             raise StoreError(f"the Chroma server at {settings.chroma_url} holds {count} records, fewer than the "
                              f"{manifest['chunk_count']} chunks of index version {version}; run `qa index --full`")
         embedded = {sid: entry["embedded"] for sid, entry in manifest["sources"].items()}
@@ -118,7 +125,8 @@ class VectorStore:
         does not exist is already forgotten."""
         if settings.chroma_url:
             try:
-                _client(settings, version_dir).delete_collection(f"{LEGACY_PREFIX}{version}")
+                with closing(_client(settings, version_dir)) as client:
+                    client.delete_collection(f"{LEGACY_PREFIX}{version}")
             except NotFoundError:
                 pass
             except Exception as err:
@@ -136,14 +144,14 @@ class VectorStore:
                 stale.setdefault(key, []).append(sid)
         name = collection_name(replace(settings, index_dir=index_dir))
         try:
-            client = _client(settings, index_dir)
-            if not keys:
-                client.delete_collection(name)
-                return
-            collection = client.get_collection(name, embedding_function=None)
-            collection.delete(where={"embedded": {"$nin": sorted(keys)}})
-            for key, sids in stale.items():
-                collection.delete(where={"$and": [{"embedded": key}, {"source_id": {"$in": sids}}]})
+            with closing(_client(settings, index_dir)) as client:
+                if not keys:
+                    client.delete_collection(name)
+                    return
+                collection = client.get_collection(name, embedding_function=None)
+                collection.delete(where={"embedded": {"$nin": sorted(keys)}})
+                for key, sids in stale.items():
+                    collection.delete(where={"$and": [{"embedded": key}, {"source_id": {"$in": sids}}]})
         except NotFoundError:
             pass
         except Exception as err:
