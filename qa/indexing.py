@@ -40,7 +40,7 @@ from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
-from qa.lexical import LexicalIndex, TermCounts
+from qa.lexical import LexicalIndex, TermCounts, analysis_fingerprint
 from qa.store import VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
@@ -426,9 +426,12 @@ class IndexBuilder:
         if full or version is None:
             return None, None if version is None else "--full was asked for"
         try:
-            return _Base.open(self.settings, version), None
+            base = _Base.open(self.settings, version)
         except Exception as err:  # any damage to the old version only means: build everything
             return None, str(err)
+        if base.manifest.get("lexical") != analysis_fingerprint():
+            return None, "the BM25 analysis changed (qa/lexical.py, bm25s or PyStemmer): the stored term counts would not match"
+        return base, None
 
     def _served_hashes(self) -> dict[str, str]:
         """Source hashes of the version being served, from its manifest, if one can be read."""
@@ -583,6 +586,7 @@ class IndexBuilder:
             "empty": None if sources else empty_reason(settings.sources_dir, problems),
             "sources_dir": str(settings.sources_dir.resolve()),
             "reading": fingerprint,
+            "lexical": analysis_fingerprint(),
             "source_files": {name: {"stamp": r.stamp, "sources": r.sources, "problems": [astuple(p) for p in r.problems]}
                              for name, r in scan.files.items()},
         }

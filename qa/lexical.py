@@ -14,6 +14,8 @@ Usage:
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -57,6 +59,16 @@ def terms(text: str) -> list[str]:
         lowered = CJK_RUN.sub(" ", lowered)
     words = _stemmer().stemWords([w for w in TOKEN.findall(lowered) if w not in STOPWORDS])
     return words + [bigram for run in runs for bigram in _bigrams(run)]
+
+
+@cache
+def analysis_fingerprint() -> str:
+    """What the stored term counts depend on: this module (tokens, stop words, stemming, scoring) and
+    its libraries' versions. Counts kept from a build of another analysis would not match new ones."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for library in ("bm25s", "PyStemmer"):
+        digest.update(f"{library} {importlib.metadata.version(library)}".encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

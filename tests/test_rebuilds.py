@@ -295,3 +295,24 @@ def test_a_damaged_array_in_the_previous_version_leads_to_a_full_and_correct_bui
         assert "October 7" in Retriever(embedder).run(index, "When did Maduro enact the treaty law?", 1).hits[0].chunk.text
     finally:
         index.close()
+
+
+def test_a_changed_bm25_analysis_counts_every_chunk_again(sources_copy, tmp_path, embedder, monkeypatch):
+    """Term counts kept from a build of another analysis (other stop words, another stemmer) would
+    not match the new ones: a changed analysis makes the next build a full one."""
+    import qa.indexing
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    path = sorted(sources_copy.glob("*.txt"))[1]
+    path.write_text(path.read_text(encoding="utf-8") + "\nThe Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    monkeypatch.setattr(qa.indexing, "analysis_fingerprint", lambda: "another analysis")
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.full_reason and "BM25 analysis" in report.full_reason and report.embedded_chunks == report.chunks
+    monkeypatch.undo()
+    path.write_text(path.read_text(encoding="utf-8") + "\nIt closed in 2032.", encoding="utf-8")
+    report = IndexBuilder(settings, embedder=embedder).run()  # recorded as "another analysis": full again
+    assert report.full_reason and "BM25 analysis" in report.full_reason
+    path.write_text(path.read_text(encoding="utf-8") + "\nIt reopened in 2033.", encoding="utf-8")
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.full_reason is None and report.updated == [path.stem] and report.embedded_chunks < report.chunks
