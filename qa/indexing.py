@@ -559,6 +559,7 @@ class IndexBuilder:
                 metadatas.extend({"source_id": source.id, "embedded": embedded[source.id]} for _ in range(n))
             at += n
         store.add(ids, np.asarray(chunk_vectors[positions], np.float32).reshape(len(ids), dim), metadatas)
+        collection = store.name
         store.close()
 
         lexical, terms = LexicalIndex.from_counts(TermCounts.concat(rows.parts["terms"], list(vocabulary)))
@@ -577,6 +578,7 @@ class IndexBuilder:
                       "backend": self.embedder.backend, "space": self.embedder.space},
             "chunking": _chunking_settings(settings),
             "store": store_kind,
+            "collection": collection,  # on a Chroma server, the index's collection: what a worker opens
             # In index order: each source's rows in the arrays follow from the counts before it.
             "sources": {s.id: {"sha256": sha256[s.id], "file": s.file_name, "chunks": counts[s.id][0],
                                "sentences": counts[s.id][1], "meta": metas[s.id], "embedded": embedded[s.id]}

@@ -61,7 +61,8 @@ def _client(settings: Settings, version_dir: Path):
 
 
 def collection_name(settings: Settings) -> str:
-    """The collection of the index in `settings.index_dir`: a Chroma server may hold several indexes'."""
+    """The collection a build of the index in `settings.index_dir` writes: a Chroma server may hold
+    several indexes'. A version's manifest records it (`VectorStore.name`)."""
     return f"qa-index-{versions.index_id(settings.index_dir)}" if settings.chroma_url else COLLECTION
 
 
@@ -102,9 +103,13 @@ class VectorStore:
     @classmethod
     def open(cls, settings: Settings, version_dir: Path, manifest: dict) -> "VectorStore":
         version = manifest["version"]
+        name = manifest.get("collection") or COLLECTION
+        if settings.chroma_url and name == COLLECTION:
+            raise StoreError(f"index version {version} does not name its Chroma collection (built before "
+                             f"collections were named per index); {versions.FULL_REBUILD_HINT}")
         client = _client(settings, version_dir)
         try:
-            collection = client.get_collection(collection_name(settings), embedding_function=None)
+            collection = client.get_collection(name, embedding_function=None)
             count = collection.count()
         except Exception as err:
             client.close()
@@ -156,6 +161,10 @@ class VectorStore:
             pass
         except Exception as err:
             raise StoreError(f"cannot delete old records of Chroma collection {name} at {settings.chroma_url}: {err}") from err
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
 
     def close(self) -> None:
         """Release the client (reference-counted by Chroma: another holder of the same path keeps it)."""

@@ -120,23 +120,22 @@ def new_version(index_dir: Path) -> tuple[str, Path]:
 
 
 def index_id(index_dir: Path) -> str:
-    """The index's own name, made by its first build and kept by every later one (`--full` too), so
-    that indexes sharing a Chroma server keep their records apart: each has its own collection."""
+    """The index's own name on a Chroma server, made by a build (under the build lock) and kept by the
+    later ones (`--full` too). It is tied to the index folder itself (its inode): a copy of the folder
+    (`cp -a`, a restored backup) gets a name of its own at its first build, so two indexes never share
+    a collection, where each one's clean-up would delete the other's records. A server reads the
+    collection a version uses from its manifest, never from here."""
+    index_dir.mkdir(parents=True, exist_ok=True)
     path = index_dir / INDEX_ID
-    if not path.exists():
-        index_dir.mkdir(parents=True, exist_ok=True)
-        made = path.with_name(f".{INDEX_ID}.{os.getpid()}.{threading.get_ident()}.tmp")
-        made.write_text(secrets.token_hex(8) + "\n", encoding="utf-8")
-        try:
-            os.link(made, path)  # never replaces: of two first builds at once, one name wins
-        except FileExistsError:
-            pass
-        finally:
-            made.unlink(missing_ok=True)
-    name = path.read_text(encoding="utf-8").strip()
-    if not re.fullmatch(r"[0-9a-f]{16}", name):
-        raise IndexUnavailable(f"{path} should hold this index's name (16 hex digits), not {name[:40]!r}; "
-                               f"restore it, or delete it and {FULL_REBUILD_HINT} into a new Chroma collection")
+    inode = str(index_dir.stat().st_ino)
+    try:
+        name, made_in = path.read_text(encoding="utf-8").split()
+        if re.fullmatch(r"[0-9a-f]{16}", name) and made_in == inode:
+            return name
+    except (OSError, ValueError):  # none yet, or unreadable: a new name (a new collection) is safe
+        pass
+    name = secrets.token_hex(8)
+    write_atomic(path, f"{name} {inode}\n")
     return name
 
 

@@ -31,7 +31,8 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
     old_version = current_version(index_dir)
     assert not (index_dir / "versions" / old_version / "chroma").exists()  # vectors live on the server
     client = chromadb.HttpClient(host="127.0.0.1", port=port)
-    name = f"qa-index-{(index_dir / 'ID').read_text().strip()}"
+    name = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["collection"]
+    assert name == f"qa-index-{(index_dir / 'ID').read_text().split()[0]}"
     assert [c.name for c in client.list_collections()] == [name]  # the index's collection, shared by its versions
     chunks = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["chunk_count"]
     assert client.get_collection(name).count() == chunks
@@ -133,3 +134,39 @@ def test_indexes_sharing_a_chroma_server_keep_their_own_records(chroma_server, s
         assert client.get_collection(collection_name(seeds)).count() == len(current.chunks)
     finally:
         current.close()
+
+
+def test_a_copied_index_gets_its_own_collection_and_both_keep_answering(chroma_server, sources_copy, tmp_path, embedder):
+    """`cp -a` of an index folder (a restored backup, a second environment) shares its history and
+    its ID file: its first build must not write into, nor clean up, the original's collection."""
+    import shutil
+
+    from qa.config import Settings
+    from qa.indexing import IndexBuilder, load_index
+    from qa.retrieval import Retriever
+
+    original = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "a", "chroma_url": chroma_server.url})
+    IndexBuilder(original, embedder=embedder).run()
+    copy_sources = tmp_path / "copy-sources"
+    shutil.copytree(sources_copy, copy_sources)
+    shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)
+    copy = Settings.from_env({"sources_dir": copy_sources, "index_dir": tmp_path / "b", "chroma_url": chroma_server.url,
+                              "sources_origin": "--sources"})
+    _edit(copy_sources)
+    IndexBuilder(copy, embedder=embedder).run()  # the copy's clean-up drops the shared first version
+    _edit(sources_copy)
+    (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    IndexBuilder(original, embedder=embedder).run()
+    retriever = Retriever(embedder, mode="dense")
+    for settings in (original, copy):
+        index = load_index(settings)
+        try:
+            assert index.store.count() >= len(index.chunks)
+            hits = retriever.run(index, "Where is the lunar mining research coordinated from?", 3).hits
+            assert any(NEW_SENTENCE in h.chunk.text for h in hits)
+            assert all(h.chunk.text == index.chunks[index.position[h.chunk.id]].text for h in hits)
+        finally:
+            index.close()
+    first, second = (json.loads(next((s.index_dir / "versions").glob("*/manifest.json")).read_text())["collection"]
+                     for s in (original, copy))
+    assert first != second
