@@ -55,9 +55,9 @@ QUARTER = re.compile(
 ORDINAL = re.compile(r"\b(\d{1,3})(?:st|nd|rd|th)\b|\b(" + "|".join(ORDINALS) + r")\b", re.IGNORECASE)
 NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w])")
 DIGIT = re.compile(r"\d")
-# Words one of which every match of a pattern holds (in case-folded text): a sentence holding none
-# is not searched. Most sentences hold no date, figure or ordinal, and a question reads hundreds of
-# sentences it has not seen, so these checks are most of what reading them costs.
+# A digit, a "q", or one of these words (in `_fold`ed text) is in every match of the pattern it
+# guards: a sentence holding none is not searched. Most sentences hold no date, figure or ordinal,
+# and a question reads hundreds of sentences it has not seen: these checks are most of that cost.
 MONTH_STEMS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 DATE_WORD_STEMS = ("day", "tomorrow", "tonight", "century", "decade", "week", "month", "year", "spring", "summer",
                    "autumn", "fall", "winter")
@@ -121,12 +121,10 @@ def _number(whole: str, fraction: str | None) -> str:
     return whole.replace(",", "") + (f".{fraction}" if fraction else "")
 
 
-def _marks(text: str) -> set[str]:
+def _marks(text: str, folded: str) -> set[str]:
+    """`folded`: the text as `_fold` gives it (the caller's, made once)."""
     marks: set[str] = set()
-    # Most sentences hold no digit and no "q": the patterns that need one are not run on them (a
-    # question reads hundreds of sentences it has not seen, so this is most of its reading cost).
     digits = DIGIT.search(text) is not None
-    folded = _fold(text)
     quarters = "q" in folded
     years = {m.group(1) for m in YEAR.finditer(text)} if digits else set()
     marks.update(f"year:{y}" for y in years)
@@ -170,9 +168,9 @@ def _holds(folded: str, words) -> bool:
 
 def read_text(text: str) -> TextFacts:
     """Constraint keys and answer types a sentence or passage holds."""
-    marks = _marks(text)
-    types = 0
     folded = _fold(text)
+    marks = _marks(text, folded)
+    types = 0
     if any(m.startswith(("year:", "date:", "month:")) for m in marks) or (
             _holds(folded, DATE_WORD_STEMS) and DATE_WORDS.search(text)):
         types |= TYPE_BITS["date"]
@@ -188,7 +186,7 @@ def read_text(text: str) -> TextFacts:
 def read_question(question: str) -> QuestionAsks:
     """The question's constraints (quoted strings, dates, quarters, ordinals, numbers) and answer type."""
     answer_type: AnswerType = next((t for t, pattern in QUESTION_TYPES if pattern.search(question)), "other")
-    marks = _marks(question)
+    marks = _marks(question, _fold(question))
     # A full date already carries its month: counting the bare month too would weigh it twice.
     if any(m.startswith("date:") for m in marks):
         marks = {m for m in marks if not m.startswith("month:")}
