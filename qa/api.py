@@ -190,7 +190,11 @@ def health():
 
 
 def _require_admin() -> None:
-    token = current_app.extensions["qa_settings"].admin_token
+    settings = current_app.extensions["qa_settings"]
+    if settings.chroma_index:
+        raise ApiError(409, "stateless_worker", f"this worker serves index {settings.chroma_index} as published on "
+                       f"{settings.chroma_url}; change sources and rebuild where it is built (`qa index`)")
+    token = settings.admin_token
     if not token:
         raise ApiError(403, "admin_disabled", "rebuilds and source changes over HTTP are disabled: set QA_ADMIN_TOKEN on the server to enable them")
     given = request.headers.get("Authorization", "")

@@ -44,7 +44,10 @@ def index(sources_dir, index_dir, full, watch, wait):
     from qa.sources import SourceError
 
     settings = _settings(sources_dir=sources_dir, index_dir=index_dir)
-    builder = IndexBuilder(settings, progress=sys.stderr.isatty())
+    try:
+        builder = IndexBuilder(settings, progress=sys.stderr.isatty())
+    except SettingsError as err:
+        _fail(str(err))
 
     def build(full_build: bool) -> None:
         report = builder.run(full=full_build, wait=wait)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,7 +22,7 @@ class SettingsError(ValueError):
 
 # The environment variable behind each setting, for messages.
 VARIABLES = {"sources_dir": "QA_SOURCES", "index_dir": "QA_INDEX", "model_path": "QA_MODEL_PATH",
-             "chroma_url": "QA_CHROMA_URL", "chroma_token": "QA_CHROMA_TOKEN", "admin_token": "QA_ADMIN_TOKEN",
+             "chroma_url": "QA_CHROMA_URL", "chroma_token": "QA_CHROMA_TOKEN", "chroma_index": "QA_CHROMA_INDEX", "admin_token": "QA_ADMIN_TOKEN",
              "port": "QA_PORT", "chunk_tokens": "QA_CHUNK_TOKENS", "overlap_sentences": "QA_OVERLAP_SENTENCES",
              "backend": "QA_BACKEND", "device": "QA_DEVICE", "cache_dir": "QA_CACHE_DIR"}
 
@@ -43,6 +44,9 @@ class Settings:
     max_source_bytes: int = 5 * 1024 * 1024
     chroma_url: str | None = None  # set: use a Chroma server instead of the embedded store
     chroma_token: str | None = None
+    # set (with chroma_url): serve the index of this name published on the Chroma server, holding
+    # nothing but a cache in index_dir (a stateless worker, see qa/published.py)
+    chroma_index: str | None = None
     admin_token: str | None = None  # set: POST /api/index is enabled
     port: int = 8000
     backend: str = "onnx"  # encoder runtime, one of BACKENDS: onnx gives torch's vectors faster (README, Performance)
@@ -62,6 +66,7 @@ class Settings:
             ("model_path", "QA_MODEL_PATH", str),
             ("chroma_url", "QA_CHROMA_URL", str),
             ("chroma_token", "QA_CHROMA_TOKEN", str),
+            ("chroma_index", "QA_CHROMA_INDEX", str),
             ("admin_token", "QA_ADMIN_TOKEN", str),
             ("port", "QA_PORT", int),
             ("chunk_tokens", "QA_CHUNK_TOKENS", int),
@@ -113,3 +118,9 @@ class Settings:
             url = urlparse(self.chroma_url)
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise bad("chroma_url", "an http(s) URL such as http://127.0.0.1:8001")
+        if self.chroma_index is not None:
+            if not self.chroma_url:
+                raise SettingsError("QA_CHROMA_INDEX (chroma_index) names an index published on a Chroma server: "
+                                    "set QA_CHROMA_URL too")
+            if not re.fullmatch(r"[0-9a-f]{16}", self.chroma_index):
+                raise bad("chroma_index", "the 16 hex digits `qa index` prints after \"published as index\"")

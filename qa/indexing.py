@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import datetime, timezone
@@ -37,11 +38,12 @@ from tqdm import tqdm
 
 from qa.chunk_table import ChunkTable, ChunkTableError
 from qa.chunking import ENCODING, SentenceChunker
-from qa.config import Settings
+from qa.config import Settings, SettingsError
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex, TermCounts, analysis_fingerprint
-from qa.store import VectorStore
+from qa.published import Publication, decode_payload, encode_payload
+from qa.store import StoreError, VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
 )
@@ -81,8 +83,13 @@ class BuildReport:
     full_reason: str | None = None  # why an incremental build became a full one
     up_to_date: bool = False  # nothing changed, no new version was written
     warnings: list[str] = field(default_factory=list)  # e.g. an old version that could not be deleted yet
+    published: str | None = None  # on a Chroma server: the name stateless workers serve it by (QA_CHROMA_INDEX)
 
     def summary(self) -> str:
+        published = f"; published as index {self.published} (QA_CHROMA_INDEX)" if self.published else ""
+        return self._summary() + published
+
+    def _summary(self) -> str:
         if not self.sources:
             return (f"index {self.version} is empty: no readable document in the sources folder "
                     f"({len(self.problems)} problem(s) above); the server answers 503 until documents are added")
@@ -131,10 +138,13 @@ def _chunking_settings(settings: Settings) -> dict:
 VECTOR_DTYPE = np.float16
 ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
 TERM_ARRAYS = ("term_rows", "term_ids", "term_counts")  # each chunk's BM25 term counts (CSR), for the next build
+MIRROR_LOCK_SECONDS = 600  # a stateless worker waits this long for another process copying the same version
+PUBLISH_BATCH = 256  # payloads uploaded per step of a build on a Chroma server
 DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS))
 
 
-def _check_compatible(manifest: dict, settings: Settings) -> None:
+def _check_compatible(manifest: dict, settings: Settings, chunking: bool = True) -> None:
+    """`chunking`: whether the settings' chunking must match (a stateless worker serves what was chunked)."""
     if manifest.get("format") != FORMAT:
         raise IndexUnavailable(f"the index was built in format {manifest.get('format')}, this program reads {FORMAT}; {FULL_REBUILD_HINT}")
     if manifest["model"]["space"] != SPACES[settings.backend]:
@@ -148,7 +158,7 @@ def _check_compatible(manifest: dict, settings: Settings) -> None:
             f"the index was built with another embedding model ({manifest['model']['name']}, "
             f"{manifest['model']['fingerprint']}) than {settings.model_path}; {FULL_REBUILD_HINT}"
         )
-    if manifest["chunking"] != _chunking_settings(settings):
+    if chunking and manifest["chunking"] != _chunking_settings(settings):
         raise IndexUnavailable(
             f"the index was built with chunking {manifest['chunking']}, the settings ask for "
             f"{_chunking_settings(settings)}; {FULL_REBUILD_HINT}"
@@ -168,7 +178,7 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
     try:
         version_dir = versions.version_dir(index_dir, version)
         manifest = read_manifest(version_dir)
-        _check_compatible(manifest, settings)
+        _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(version_dir, manifest)
         return _load_version(settings, version_dir, manifest)
     except BaseException:
@@ -185,6 +195,14 @@ def _source(line: str | bytes) -> Source:
 
 def _source_line(source: Source) -> bytes:
     return (json.dumps(asdict(source), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _line_with_meta(line: bytes, meta: dict, stated: dict | None = None) -> bytes:
+    """A sources.jsonl line with the metadata `meta` (`stated`: what the line holds, when known):
+    a metadata-only change keeps the text and its offsets."""
+    if stated is None:
+        stated = json.loads(line)["meta"]
+    return line if stated == meta else _source_line(replace(_source(line), meta=SourceMeta(**meta)))
 
 
 def _chunk_line(chunk: Chunk) -> bytes:
@@ -234,6 +252,9 @@ class _SourceData:
     chunk_rows: np.ndarray  # (chunks, 2), relative to this source's sentences
     chunk_vectors: np.ndarray  # (chunks, dim)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ARRAYS}
+
 
 @dataclass
 class _Base:
@@ -254,8 +275,14 @@ class _Base:
         """Raises IndexUnavailable (or whatever a damaged file raises) when the version cannot be built on."""
         folder = versions.version_dir(settings.index_dir, version)
         manifest = read_manifest(folder)
-        _check_compatible(manifest, settings)
+        _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(folder, manifest)  # hashing reads each file once, at disk speed: no object per chunk
+        return cls.read(folder, manifest)
+
+    @classmethod
+    def read(cls, folder: Path, manifest: dict) -> "_Base":
+        """The version's files as they lie, found from `manifest` (its sources' counts, in order)."""
+        version = manifest["version"]
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS + TERM_ARRAYS}
         vocabulary = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
         ids = list(manifest["sources"])
@@ -275,6 +302,13 @@ class _Base:
             chunks={sid: (end - manifest["sources"][sid]["chunks"], end) for sid, end in zip(ids, chunk_ends)},
             sentences={sid: (end - manifest["sources"][sid]["sentences"], end) for sid, end in zip(ids, sentence_ends)},
         )
+
+    def payload(self, sid: str) -> str:
+        """One source's rows and lines, for a Chroma server to hold for stateless workers."""
+        (c0, c1), (s0, s1), a = self.chunks[sid], self.sentences[sid], self.arrays
+        arrays = {"sentence_spans": a["sentence_spans"][s0:s1], "sentence_vectors": a["sentence_vectors"][s0:s1],
+                  "chunk_rows": a["chunk_rows"][c0:c1] - s0, "chunk_vectors": a["chunk_vectors"][c0:c1]}
+        return encode_payload(arrays, self.source_lines[sid], self.chunk_lines[c0:c1])
 
     def files(self) -> dict[str, FileRecord]:
         """What this version remembers of each file it read, for the reader to skip unchanged ones."""
@@ -309,16 +343,17 @@ class _Rows:
             self.flush()
             self.run = (c0, c1, s0, s1)
 
-    def add(self, data: _SourceData, terms: TermCounts) -> None:
+    def add(self, arrays: dict[str, np.ndarray], chunk_lines: list[bytes], terms: TermCounts) -> None:
+        """A source's rows (its chunk rows relative to its first sentence) and chunks.jsonl lines."""
         self.flush()
         p = self.parts
-        p["sentence_spans"].append(data.sentence_spans)
-        p["sentence_vectors"].append(data.sentence_vectors.astype(VECTOR_DTYPE))
-        p["chunk_rows"].append(data.chunk_rows + self.sentences)
-        p["chunk_vectors"].append(data.chunk_vectors.astype(VECTOR_DTYPE))
+        p["sentence_spans"].append(arrays["sentence_spans"])
+        p["sentence_vectors"].append(arrays["sentence_vectors"].astype(VECTOR_DTYPE))
+        p["chunk_rows"].append(arrays["chunk_rows"] + self.sentences)
+        p["chunk_vectors"].append(arrays["chunk_vectors"].astype(VECTOR_DTYPE))
         p["terms"].append(terms)
-        p["chunk_lines"].extend(map(_chunk_line, data.chunks))
-        self.sentences += len(data.sentence_spans)
+        p["chunk_lines"].extend(chunk_lines)
+        self.sentences += len(arrays["sentence_spans"])
 
     def flush(self) -> None:
         if self.run is None:
@@ -333,12 +368,21 @@ class _Rows:
         self.sentences += s1 - s0
         self.run = None
 
-    def save(self, folder: Path, dim: int) -> None:
-        """Each array written straight into its .npy file, without first joining the parts in memory."""
+    def save(self, folder: Path, dim: int, vocabulary: dict[str, int], source_lines: list[bytes]) -> None:
+        """The version's data files: each array written straight into its .npy file, without first
+        joining the parts in memory; BM25 scored from the term counts."""
         self.flush()
         for name in ARRAYS:
             width, dtype = (dim, VECTOR_DTYPE) if name.endswith("vectors") else (2, np.int64)
             _save_parts(folder / f"{name}.npy", self.parts[name], width, dtype)
+        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(self.parts["terms"], list(vocabulary)))
+        lexical.save(folder / "bm25")
+        (folder / "sources.jsonl").write_bytes(b"".join(source_lines))
+        (folder / "chunks.jsonl").write_bytes(b"".join(self.parts["chunk_lines"]))
+        (folder / "terms.json").write_text(json.dumps(terms.vocabulary, ensure_ascii=False), encoding="utf-8")
+        np.save(folder / "term_rows.npy", terms.rows)
+        np.save(folder / "term_ids.npy", terms.ids)
+        np.save(folder / "term_counts.npy", terms.counts)
 
 
 def _save_parts(path: Path, parts: list[np.ndarray], width: int, dtype: type) -> None:
@@ -355,6 +399,9 @@ class IndexBuilder:
     """One step: the sources folder in, a new complete index version (switched to) out."""
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, progress: bool = False):
+        if settings.chroma_index:
+            raise SettingsError("QA_CHROMA_INDEX is set: it makes this process a stateless worker serving a published "
+                                "index, which builds nothing; unset it to build (the build prints the name to publish as)")
         self.settings = settings
         self.embedder = embedder or Embedder.for_settings(settings)
         self.progress = progress
@@ -512,10 +559,16 @@ class IndexBuilder:
         # Up to date also in what it remembers of the files: else a touched file would be read by every build.
         if (base and same_reading and not (added or updated or removed) and scan.files == base.files()
                 and all(base_sources[sid]["meta"] == metas[sid] for sid in metas)):
+            published = self._publish(base)  # what an earlier build could not publish (or one before publishing)
+            if published:
+                if not published.has_version(base.version):
+                    published.add_version(base.manifest)
+                if published.current() != base.version:
+                    published.set_current(base.version)
             return BuildReport(  # nothing changed: keep serving the current version
                 version=base.version, sources=len(sources), chunks=base.manifest["chunk_count"],
                 embedded_chunks=0, embedded_sentences=0, kept=kept, problems=problems,
-                seconds=time.perf_counter() - started, up_to_date=True,
+                seconds=time.perf_counter() - started, up_to_date=True, published=self._published_name(),
             )
         fresh = self._embed([s for s in sources if s.id not in reused])
 
@@ -526,19 +579,17 @@ class IndexBuilder:
         for source in sources:
             if source.id in fresh:
                 data = fresh[source.id]
-                rows.add(data, TermCounts.of([c.text for c in data.chunks], vocabulary))
+                rows.add(data.arrays(), list(map(_chunk_line, data.chunks)), TermCounts.of([c.text for c in data.chunks], vocabulary))
                 counts[source.id] = (len(data.chunks), len(data.sentence_spans))
             else:
                 rows.keep(source.id)
                 counts[source.id] = (base_sources[source.id]["chunks"], base_sources[source.id]["sentences"])
             if isinstance(source, Source):
                 source_lines.append(_source_line(source))
-            elif base_sources[source.id]["meta"] == metas[source.id]:
-                source_lines.append(base.source_lines[source.id])
-            else:  # a metadata-only change: the text and offsets stand
-                source_lines.append(_source_line(replace(_source(base.source_lines[source.id]), meta=source.meta)))
+            else:
+                source_lines.append(_line_with_meta(base.source_lines[source.id], metas[source.id], base_sources[source.id]["meta"]))
         dim = base.arrays["chunk_vectors"].shape[1] if base and not fresh else self.embedder.dimension
-        rows.save(version_dir, dim)
+        rows.save(version_dir, dim, vocabulary, source_lines)
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
         # Each source's vectors are named by the version that embedded them: on a Chroma server,
@@ -562,14 +613,6 @@ class IndexBuilder:
         collection = store.name
         store.close()
 
-        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(rows.parts["terms"], list(vocabulary)))
-        lexical.save(version_dir / "bm25")
-        (version_dir / "sources.jsonl").write_bytes(b"".join(source_lines))
-        (version_dir / "chunks.jsonl").write_bytes(b"".join(rows.parts["chunk_lines"]))
-        (version_dir / "terms.json").write_text(json.dumps(terms.vocabulary, ensure_ascii=False), encoding="utf-8")
-        np.save(version_dir / "term_rows.npy", terms.rows)
-        np.save(version_dir / "term_ids.npy", terms.ids)
-        np.save(version_dir / "term_counts.npy", terms.counts)
         manifest = {
             "format": FORMAT,
             "version": version,
@@ -592,7 +635,17 @@ class IndexBuilder:
             "source_files": {name: {"stamp": r.stamp, "sources": r.sources, "problems": [astuple(p) for p in r.problems]}
                              for name, r in scan.files.items()},
         }
-        versions.publish(settings.index_dir, version_dir, manifest, DATA_FILES)
+        published = self._publish(_Base.read(version_dir, manifest))  # before the switch: a worker may follow at once
+        manifest = versions.seal(version_dir, manifest, DATA_FILES)
+        if published:
+            published.add_version(manifest)
+        versions.switch(settings.index_dir, version)
+        warnings = []
+        if published:
+            try:
+                published.set_current(version)
+            except StoreError as err:  # served here; stateless workers follow when a later build can say so
+                warnings.append(f"stateless workers keep serving the version they have: {err}; the next `qa index` retries")
         return BuildReport(
             version=version,
             sources=len(sources),
@@ -606,7 +659,23 @@ class IndexBuilder:
             problems=problems,
             seconds=time.perf_counter() - started,
             full_reason=full_reason,
+            warnings=warnings,
+            published=self._published_name(),
         )
+
+    def _publish(self, files: _Base) -> Publication | None:
+        """On a Chroma server: the payloads of this version that the server does not hold yet, for
+        stateless workers (a build before publishing existed, or one killed, may have left some out)."""
+        if not self.settings.chroma_url:
+            return None
+        publication = Publication.of_index(self.settings)
+        missing = publication.missing([(sid, entry["embedded"]) for sid, entry in files.manifest["sources"].items()])
+        for i in range(0, len(missing), PUBLISH_BATCH):  # a batch of payloads in memory at a time
+            publication.add_sources({key: files.payload(key[0]) for key in missing[i : i + PUBLISH_BATCH]})
+        return publication
+
+    def _published_name(self) -> str | None:
+        return versions.index_id(self.settings.index_dir) if self.settings.chroma_url else None
 
 
 def _refused_write(folder: Path) -> str | None:
@@ -629,3 +698,56 @@ def empty_reason(folder: Path, problems: list[Problem]) -> str:
     skipped = sum(p.skipped for p in problems)
     found = f"{skipped} file(s) could not be read, see `qa index`" if skipped else "it holds no document"
     return f"the index is empty: no readable document in {folder} ({found}); add documents and run `qa index`"
+
+
+def mirror_version(settings: Settings, publication: Publication, version: str) -> None:
+    """Copy the published `version` into `settings.index_dir` (a stateless worker's folder) and switch
+    to it: the sources its current copy holds under the same embedding version are kept from it (as
+    a build keeps them), the others' payloads fetched from the Chroma server; BM25 is computed here
+    from the chunk texts. Processes sharing the folder copy it once (under its build lock).
+    Raises IndexUnavailable (the version is gone or incompatible) or StoreError (the server is away)."""
+    index_dir = settings.index_dir
+    if current_version(index_dir) == version and versions.exists(index_dir, version):
+        return
+    manifest = publication.manifest(version)
+    _check_compatible(manifest, settings, chunking=False)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(index_dir / LOCK), timeout=MIRROR_LOCK_SECONDS):
+        if current_version(index_dir) == version and versions.exists(index_dir, version):
+            return  # another process of this worker copied it meanwhile
+        base = None
+        if (previous := current_version(index_dir)) is not None:
+            try:
+                base = _Base.open(settings, previous)
+            except Exception:  # a damaged copy: fetch everything
+                base = None
+            if base and base.manifest.get("lexical") != analysis_fingerprint():  # counts of another analysis
+                base = None
+        entries = manifest["sources"]
+        kept = {sid for sid, entry in entries.items()
+                if base and base.manifest["sources"].get(sid, {}).get("embedded") == entry["embedded"]}
+        fetched = publication.payloads([(sid, entry["embedded"]) for sid, entry in entries.items() if sid not in kept])
+        folder = versions.version_dir(index_dir, version)
+        if folder.exists():  # a copy a killed process left half made
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        rows = _Rows(base)
+        vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
+        source_lines = []
+        for sid, entry in entries.items():
+            if sid in kept:
+                rows.keep(sid)
+                source_lines.append(_line_with_meta(base.source_lines[sid], entry["meta"], base.manifest["sources"][sid]["meta"]))
+                continue
+            arrays, line, chunk_lines = decode_payload(fetched[(sid, entry["embedded"])])
+            text = json.loads(line)["text"]
+            spans = [json.loads(chunk) for chunk in chunk_lines]
+            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary))
+            source_lines.append(_line_with_meta(line, entry["meta"]))
+        rows.save(folder, manifest["model"]["dimension"], vocabulary, source_lines)
+        # Its own BM25 analysis and files: the manifest is sealed again over them.
+        local = {k: v for k, v in manifest.items() if k not in ("files", "checksum")}
+        versions.seal(folder, {**local, "lexical": analysis_fingerprint()}, DATA_FILES)
+        versions.switch(index_dir, version)
+    # Older copies no process here holds (the server's records are the build's to delete).
+    versions.clean_up(replace(settings, chroma_url=None), keep={version})

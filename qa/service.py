@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from qa.citations import cite, citation_json, source_json
@@ -26,7 +26,8 @@ from qa.corroboration import Corroborator
 from qa.data import Answer, Citation
 from qa.embedding import Embedder, ModelError
 from qa.filters import Scope, Selection
-from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index
+from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index, mirror_version
+from qa.published import Follower
 from qa.ranker import RankerError
 from qa.recency import Sort, newest_first, prefer_recent
 from qa.retrieval import Retriever
@@ -54,6 +55,10 @@ class Asked:
 
 class QAService:
     def __init__(self, settings: Settings, embedder: Embedder | None = None, retriever: Retriever | None = None):
+        # A stateless worker (QA_CHROMA_INDEX) serves the published index from its copy in its own folder.
+        self.follower = Follower(settings) if settings.chroma_index else None
+        if self.follower:
+            settings = replace(settings, index_dir=self.follower.folder)
         self.settings = settings
         self.embedder = embedder or Embedder.for_settings(settings)
         self.retriever = retriever or Retriever(self.embedder)
@@ -63,6 +68,7 @@ class QAService:
         self._users: dict[str, int] = {}  # version -> requests holding it
         self._guard = threading.Lock()  # over _index, _retired and _users together
         self._error: str | None = None
+        self._follow_error: str | None = None  # a stateless worker's: why the server could not say what to serve
         self._failed_version: str | None = None
         self._failed_at = 0.0
         self._loading = threading.Lock()
@@ -71,7 +77,7 @@ class QAService:
         """The version to answer from: the one `CURRENT` names, loaded first if it has moved on. If it
         cannot be loaded, the version in memory answers while it still exists; a deleted one never does."""
         index_dir = self.settings.index_dir
-        wanted = current_version(index_dir)
+        wanted = self._wanted()
         loaded = self._index
         if loaded is not None and (loaded.version == wanted or wanted is None):
             return loaded
@@ -89,10 +95,48 @@ class QAService:
                                      f"is not loaded: {self._error or 'it is loading; try again'}")
         return index
 
+    def _wanted(self) -> str | None:
+        """The version to serve: the one `CURRENT` names or, for a stateless worker, the one the Chroma server does."""
+        if self.follower is None:
+            return current_version(self.settings.index_dir)
+        try:
+            wanted = self.follower.wanted()
+            unpublished = f"no version of index {self.settings.chroma_index} is published on {self.settings.chroma_url} yet"
+        except StoreError as err:  # the copy it has answers if it can (its dense side needs the server: else a 503)
+            wanted, unpublished = current_version(self.settings.index_dir), str(err)
+            self._error = self._follow_error = unpublished
+            return wanted
+        if wanted is None:
+            self._error = self._follow_error = unpublished
+        elif self._error is not None and self._error == self._follow_error:  # the server answers again
+            self._error = self._follow_error = None
+        return wanted
+
     def _recently_failed(self, version: str) -> bool:
         return version == self._failed_version and time.monotonic() - self._failed_at < RETRY_SECONDS
 
     def _load(self) -> None:
+        if self.follower is None:
+            return self._load_local()
+        try:
+            published = self.follower.pin()  # named in this process's lease on the server while it is copied and loaded
+        except StoreError as err:
+            return self._failed(current_version(self.settings.index_dir) or "", str(err))
+        if published is None:
+            return
+        try:
+            mirror_version(self.settings, self.follower.publication, published)
+        except (IndexUnavailable, StoreError) as err:
+            return self._failed(published, str(err))
+        except Exception as err:  # a damaged payload can fail in numpy or json: report, keep serving
+            return self._failed(published, f"index version {published} cannot be copied from the Chroma server "
+                                           f"({type(err).__name__}: {err}); {versions.FULL_REBUILD_HINT} on the build machine")
+        else:
+            self._load_local()
+        finally:
+            self.follower.release(published)
+
+    def _load_local(self) -> None:
         index_dir = self.settings.index_dir
         version = versions.pin(index_dir)  # held while loading, so no clean-up deletes it under us
         if version is None:

@@ -138,15 +138,11 @@ class VectorStore:
                 raise StoreError(f"cannot drop Chroma collection {LEGACY_PREFIX}{version} at {settings.chroma_url}: {err}") from err
 
     @staticmethod
-    def prune(settings: Settings, index_dir: Path, live: set[tuple[str, str]], gone: set[tuple[str, str]]) -> None:
-        """Delete the server's shared records no remaining version uses: those embedded by a version no
-        remaining one names (a killed build's too), and, of the `gone` versions' (source id, embedding
-        version) pairs, those not `live`. Raises StoreError when the server cannot do it."""
-        keys = {key for _, key in live}
-        stale: dict[str, list[str]] = {}
-        for sid, key in sorted(gone - live):
-            if key in keys:
-                stale.setdefault(key, []).append(sid)
+    def prune(settings: Settings, index_dir: Path, keys: set[str], stale: dict[str, list[str]]) -> None:
+        """Delete the server's shared records no remaining version uses: those embedded by none of
+        `keys` (the embedding versions remaining versions name; a killed build's are not), and those
+        of `stale` (embedding version -> source ids no remaining version takes from it). Raises
+        StoreError when the server cannot do it."""
         name = collection_name(replace(settings, index_dir=index_dir))
         try:
             with closing(_client(settings, index_dir)) as client:

@@ -140,13 +140,24 @@ def index_id(index_dir: Path) -> str:
 
 
 def publish(index_dir: Path, folder: Path, manifest: dict, files: tuple[str, ...]) -> str | None:
-    """Checksum `files`, write the manifest last, then switch `CURRENT` to it. Returns the version replaced."""
+    """Seal the version, then switch `CURRENT` to it. Returns the version replaced."""
+    seal(folder, manifest, files)
+    return switch(index_dir, folder.name)
+
+
+def seal(folder: Path, manifest: dict, files: tuple[str, ...]) -> dict:
+    """Checksum `files` and write the manifest, last: the version is complete. Returns the manifest written."""
     manifest = {**manifest, "files": {name: file_sha256(folder / name) for name in files}}
     manifest["checksum"] = manifest_checksum(manifest)
     # Not indented: json's fast encoder writes only compact text (seconds less for a manifest of 100k sources).
     write_atomic(folder / MANIFEST, json.dumps(manifest, ensure_ascii=False))
+    return manifest
+
+
+def switch(index_dir: Path, version: str) -> str | None:
+    """Make `version` the one served. Returns the version replaced."""
     replaced = current_version(index_dir)
-    write_atomic(index_dir / CURRENT, folder.name + "\n")  # the switch
+    write_atomic(index_dir / CURRENT, version + "\n")
     return replaced
 
 
@@ -165,10 +176,16 @@ def write_atomic(path: Path, text: str) -> None:
 def clean_up(settings: Settings, keep: set[str]) -> list[str]:
     """Delete versions neither kept nor held by a live lease; retry what an earlier clean-up could
     not finish. Returns a warning for each version that could not be deleted yet."""
-    from qa.store import VectorStore
+    from qa.published import Publication
+    from qa.store import StoreError, VectorStore
 
     index_dir = settings.index_dir
     keep = keep | held_versions(index_dir) | {current_version(index_dir)} - {None}
+    if settings.chroma_url:  # what stateless workers hold, and the published current version
+        try:
+            keep |= Publication.of_index(settings).held()
+        except StoreError as err:  # without their leases, nothing may go
+            return [f"could not read the stateless workers' leases ({err}); old index versions are kept until the next build"]
     trash = index_dir / TRASH
     versions = index_dir / VERSIONS
     doomed = []
@@ -182,8 +199,11 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
                 doomed.append(path)
     gone = doomed + (sorted(trash.iterdir()) if trash.is_dir() else [])
     if settings.chroma_url:  # before the folders go: their manifests say which shared records they used
+        remaining = sorted(versions.iterdir()) if versions.is_dir() else []
+        keys, stale = _unused(_records(remaining), _records(gone))
         try:
-            VectorStore.prune(settings, index_dir, _records(sorted(versions.iterdir()) if versions.is_dir() else []), _records(gone))
+            VectorStore.prune(settings, index_dir, keys, stale)
+            Publication.of_index(settings).prune(keys, stale, [path.name for path in remaining])
         except Exception as err:  # the versions stay in trash/: the next clean-up tries again
             return [f"could not delete the vector records of index versions {', '.join(p.name for p in gone)} "
                     f"({type(err).__name__}: {err}); the next build will try again"]
@@ -196,6 +216,17 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
             warnings.append(f"could not delete index version {path.name} ({type(err).__name__}: {err}); "
                             "the next build will try again")
     return warnings
+
+
+def _unused(live: set[tuple[str, str]], gone: set[tuple[str, str]]) -> tuple[set[str], dict[str, list[str]]]:
+    """The embedding versions remaining versions name, and, per embedding version, the sources of
+    gone versions that no remaining version takes from it."""
+    keys = {key for _, key in live}
+    stale: dict[str, list[str]] = {}
+    for sid, key in sorted(gone - live):
+        if key in keys:
+            stale.setdefault(key, []).append(sid)
+    return keys, stale
 
 
 def _records(folders: list[Path]) -> set[tuple[str, str]]:
@@ -327,6 +358,11 @@ def _alive(lease: dict, mtime: float) -> bool:
         return time.time() - mtime < LEASE_TTL
     pid = lease.get("pid")
     return pid_alive(pid) and (lease.get("start") is None or _process_start(pid) in (None, lease["start"]))
+
+
+def held_by_this_process(index_dir: Path) -> set[str]:
+    with _held_lock:
+        return set(_held.get(index_dir.resolve(), {}))
 
 
 def held_versions(index_dir: Path) -> set[str]:

@@ -1,0 +1,335 @@
+"""An index published on a Chroma server, for stateless workers (issue 14, item 2).
+
+A build with `QA_CHROMA_URL` writes its chunk vectors into the index's collection (`qa.store`) and,
+into a second one, `<that name>-published`, what a worker needs to serve the index without the
+index folder:
+
+- per source and embedding version (shared by versions, as the vector records are): its payload,
+  the lines and array rows a version folder holds for it (its `sources.jsonl` and `chunks.jsonl`
+  lines, sentence spans and vectors, chunk rows and vectors) as a compressed .npz in base64;
+- per version, its manifest (`version@<v>`), and `current`: the version being served, written just
+  after the build's own switch;
+- per stateless worker process, its lease (`lease@<host>-<pid>`): the versions it holds and when it
+  last said so. The build's clean-up keeps them like the folder's own leases (`qa.versions`), and
+  deletes the payloads and manifests no remaining version uses.
+
+BM25 is not published: `chroma run` (chromadb 1.5.9) refuses a sparse vector index ("Failed to
+reconcile schema: Invalid schema input: Sparse vector indexing is not enabled in local"), so a
+worker computes BM25 from the chunk texts, with the analysis its own queries use.
+
+Chroma records need an embedding: these carry a 2-d placeholder, spread so the graph stays sane.
+Text goes in metadata, not in `documents`: Chroma indexes documents for full-text search (measured
+here: 20 MB of payload took 11 s and 156 MB as documents, 1.1 s and 60 MB as metadata). A payload
+longer than PART_CHARS is split over several records; the first part is written last, so a
+payload whose first part is there is whole.
+
+A worker started with `QA_CHROMA_INDEX=<name>` follows `current` (`Follower`): it copies each
+version it serves into its own folder, `<QA_INDEX>/mirror/<name>/` (the layout of `qa.versions`),
+fetching only the payloads its previous copy lacks (`qa.indexing.mirror_version`), and names it in
+its lease on the server while it may serve it.
+
+Usage:
+    >>> publication = Publication.of_index(settings)            # the build's
+    >>> publication.add_sources({("a", "v1"): payload}); publication.add_version(manifest)
+    >>> follower = Follower(settings)                            # a worker's (settings.chroma_index)
+    >>> version = follower.pin(); ...; follower.release(version)
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import socket
+import threading
+import time
+import zlib
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from qa.config import Settings
+from qa.store import StoreError, _client, collection_name
+from qa import versions
+
+SUFFIX = "-published"
+PART_CHARS = 256_000  # per record: a get of GET_BATCH records stays well under Chroma's request limits
+GET_BATCH = 64
+CURRENT_TTL = 1.0  # a worker looks for a new current version at most this often (seconds)
+ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
+_HOST = socket.gethostname()
+
+Key = tuple[str, str]  # (source id, version that embedded it)
+
+
+def encode_payload(arrays: dict[str, np.ndarray], source_line: bytes, chunk_lines: list[bytes]) -> str:
+    """One source's rows and lines as text for a metadata value."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{name: np.ascontiguousarray(arrays[name]) for name in ARRAYS},
+                        source=np.frombuffer(source_line, np.uint8), chunks=np.frombuffer(b"".join(chunk_lines), np.uint8))
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_payload(text: str) -> tuple[dict[str, np.ndarray], bytes, list[bytes]]:
+    """The arrays (chunk rows relative to the source's first sentence), sources.jsonl line and chunks.jsonl lines."""
+    with np.load(io.BytesIO(base64.b64decode(text))) as npz:
+        arrays = {name: npz[name] for name in ARRAYS}
+        return arrays, npz["source"].tobytes(), npz["chunks"].tobytes().splitlines(keepends=True)
+
+
+def _placeholder(record_id: str) -> list[float]:
+    angle = zlib.crc32(record_id.encode()) / 2**32 * 2 * math.pi
+    return [math.cos(angle), math.sin(angle)]
+
+
+def _live(beat: object) -> bool:
+    return isinstance(beat, (int, float)) and time.time() - beat < versions.LEASE_TTL
+
+
+class Publication:
+    """The published side of one index on a Chroma server: payloads, manifests, `current`, leases."""
+
+    def __init__(self, settings: Settings, name: str):
+        self.settings = settings
+        self.name = name  # this collection's; the vectors' is `name` without SUFFIX
+
+    @classmethod
+    def of_index(cls, settings: Settings, index_dir: Path | None = None) -> "Publication":
+        """The publication of the index built in `index_dir` (default: settings.index_dir)."""
+        return cls(settings, collection_name(replace(settings, index_dir=index_dir or settings.index_dir)) + SUFFIX)
+
+    @classmethod
+    def named(cls, settings: Settings, index_name: str) -> "Publication":
+        return cls(settings, f"qa-index-{index_name}{SUFFIX}")
+
+    def _collection(self, create: bool = False):
+        client = _client(self.settings, self.settings.index_dir)
+        try:
+            if create:
+                return client, client.get_or_create_collection(self.name, embedding_function=None)
+            return client, client.get_collection(self.name, embedding_function=None)
+        except BaseException:
+            client.close()
+            raise
+
+    def _call(self, what: str, action, create: bool = False):
+        """Run `action(collection)`; a server that cannot do it is a StoreError saying what failed."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            client, collection = self._collection(create)
+            with closing(client):
+                return action(collection)
+        except StoreError:
+            raise
+        except NotFoundError:
+            raise StoreError(f"no index is published as {self.name} on the Chroma server at {self.settings.chroma_url}; "
+                             "build it there with `qa index` (QA_CHROMA_URL set), which prints the name to serve") from None
+        except Exception as err:
+            raise StoreError(f"cannot {what} on the Chroma server at {self.settings.chroma_url} "
+                             f"({type(err).__name__}: {err})") from err
+
+    # -- the build's side
+
+    def missing(self, keys: list[Key]) -> list[Key]:
+        """The payloads the server does not hold (whole), of these."""
+        def find(collection) -> set[str]:
+            found: set[str] = set()
+            batch = collection._client.get_max_batch_size()
+            ids = [_part_id(f"{sid}@{emb}", 0) for sid, emb in keys]
+            for i in range(0, len(ids), batch):
+                found.update(collection.get(ids=ids[i : i + batch], include=[])["ids"])
+            return found
+        found = self._call("look up published sources", find, create=True)
+        return [key for key in keys if _part_id(f"{key[0]}@{key[1]}", 0) not in found]
+
+    def add_sources(self, payloads: dict[Key, str]) -> None:
+        records = [(f"{sid}@{emb}", text, {"kind": "source", "source_id": sid, "embedded": emb})
+                   for (sid, emb), text in payloads.items()]
+        self._call("publish sources", lambda c: _put(c, records), create=True)
+
+    def add_version(self, manifest: dict) -> None:
+        record = (f"version@{manifest['version']}", json.dumps(manifest, ensure_ascii=False),
+                  {"kind": "version", "version": manifest["version"]})
+        self._call("publish the manifest", lambda c: _put(c, [record]), create=True)
+
+    def set_current(self, version: str) -> None:
+        self._call("switch the published version", lambda c: c.upsert(
+            ids=["current"], embeddings=[_placeholder("current")], metadatas=[{"kind": "current", "version": version}]), create=True)
+
+    def current(self) -> str | None:
+        got = self._call("read the published version", lambda c: c.get(ids=["current"], include=["metadatas"]))
+        return got["metadatas"][0]["version"] if got["ids"] else None
+
+    def has_version(self, version: str) -> bool:
+        got = self._call("look up a published version", lambda c: c.get(ids=[_part_id(f"version@{version}", 0)], include=[]), create=True)
+        return bool(got["ids"])
+
+    # -- the worker's side
+
+    def manifest(self, version: str) -> dict:
+        """Raises IndexUnavailable when the version is gone (deleted by a clean-up) or damaged."""
+        text = self._call("read a published manifest", lambda c: _take(c, [f"version@{version}"])).get(f"version@{version}")
+        if text is None:
+            raise versions.IndexUnavailable(f"index version {version} is no longer published on {self.settings.chroma_url}")
+        manifest = json.loads(text)
+        if manifest.get("checksum") != versions.manifest_checksum(manifest):
+            raise versions.IndexUnavailable(f"the published manifest of index version {version} fails its checksum; "
+                                            f"{versions.FULL_REBUILD_HINT} on the build machine")
+        return manifest
+
+    def payloads(self, keys: list[Key]) -> dict[Key, str]:
+        """Raises IndexUnavailable naming what the server lacks."""
+        names = {f"{sid}@{emb}": (sid, emb) for sid, emb in keys}
+        texts = self._call("read published sources", lambda c: _take(c, list(names)))
+        lacking = sorted(set(names) - set(texts))
+        if lacking:
+            raise versions.IndexUnavailable(f"the Chroma server lacks the published data of {len(lacking)} source(s) "
+                                            f"({', '.join(lacking[:3])}); {versions.FULL_REBUILD_HINT} on the build machine")
+        return {names[name]: text for name, text in texts.items()}
+
+    def write_lease(self, held: set[str]) -> None:
+        lease = f"lease@{_HOST}-{os.getpid()}"
+        if held:
+            self._call("write a lease", lambda c: c.upsert(ids=[lease], embeddings=[_placeholder(lease)], metadatas=[
+                {"kind": "lease", "versions": json.dumps(sorted(held)), "beat": time.time()}]), create=True)
+        else:
+            self._call("drop a lease", lambda c: c.delete(ids=[lease]), create=True)
+
+    # -- the clean-up's side
+
+    def held(self) -> set[str]:
+        """Versions named by live leases and `current`; dead leases are deleted."""
+        def read(collection) -> set[str]:
+            got = collection.get(where={"kind": {"$in": ["lease", "current"]}}, include=["metadatas"])
+            held, dead = set(), []
+            for record_id, meta in zip(got["ids"], got["metadatas"]):
+                if meta["kind"] == "current":
+                    held.add(meta["version"])
+                elif _live(meta.get("beat")):
+                    held.update(json.loads(meta["versions"]))
+                else:
+                    dead.append(record_id)
+            if dead:
+                collection.delete(ids=dead)
+            return held
+        return self._call("read the stateless workers' leases", read, create=True)
+
+    def prune(self, keys: set[str], stale: dict[str, list[str]], remaining: list[str]) -> None:
+        """Delete payloads embedded by none of `keys`, those of `stale` (embedding version -> source ids),
+        and manifests of versions not `remaining`."""
+        def delete(collection) -> None:
+            collection.delete(where={"$and": [{"kind": "source"}, {"embedded": {"$nin": sorted(keys)}}]})
+            for key, sids in stale.items():
+                collection.delete(where={"$and": [{"kind": "source"}, {"embedded": key}, {"source_id": {"$in": sids}}]})
+            collection.delete(where={"$and": [{"kind": "version"}, {"version": {"$nin": remaining}}]})
+        self._call("delete old published data", delete, create=True)
+
+
+def _part_id(name: str, part: int) -> str:
+    return f"{name}#{part}"
+
+
+def _put(collection, records: list[tuple[str, str, dict]]) -> None:
+    """Upsert texts split in parts, the first part of each last: a first part found means the text is whole."""
+    rows = []
+    for name, text, meta in records:
+        parts = max(1, math.ceil(len(text) / PART_CHARS))
+        rows.extend((part, _part_id(name, part), {**meta, "name": name, "part": part, "parts": parts,
+                                                   "data": text[part * PART_CHARS : (part + 1) * PART_CHARS]})
+                    for part in range(parts))
+    rows.sort(key=lambda row: -row[0])
+    for i in range(0, len(rows), GET_BATCH):
+        batch = rows[i : i + GET_BATCH]
+        collection.upsert(ids=[r[1] for r in batch], embeddings=[_placeholder(r[1]) for r in batch], metadatas=[r[2] for r in batch])
+
+
+def _take(collection, names: list[str]) -> dict[str, str]:
+    """The whole texts of these names that the collection holds."""
+    firsts: dict[str, dict] = {}
+    for i in range(0, len(names), GET_BATCH):
+        got = collection.get(ids=[_part_id(n, 0) for n in names[i : i + GET_BATCH]], include=["metadatas"])
+        firsts.update((m["name"], m) for m in got["metadatas"])
+    rest = [_part_id(name, part) for name, m in firsts.items() for part in range(1, m["parts"])]
+    parts: dict[str, str] = {}
+    for i in range(0, len(rest), GET_BATCH):
+        got = collection.get(ids=rest[i : i + GET_BATCH], include=["metadatas"])
+        parts.update(zip(got["ids"], (m["data"] for m in got["metadatas"])))
+    texts = {}
+    for name, first in firsts.items():
+        tail = [parts.get(_part_id(name, part)) for part in range(1, first["parts"])]
+        if None not in tail:
+            texts[name] = first["data"] + "".join(tail)
+    return texts
+
+
+class Follower:
+    """A stateless worker's view of a published index: which version to serve (the server's
+    `current`, looked up at most every CURRENT_TTL seconds), and a lease on the server naming the
+    versions this process holds, refreshed by a heartbeat."""
+
+    def __init__(self, settings: Settings):
+        self.publication = Publication.named(settings, settings.chroma_index)
+        self.folder = settings.index_dir / "mirror" / settings.chroma_index
+        self._pinned: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._current: tuple[float, str | None] = (-math.inf, None)
+        self._heartbeat: threading.Thread | None = None
+
+    def wanted(self) -> str | None:
+        """The published current version. Raises StoreError when the server cannot say."""
+        checked, version = self._current
+        if time.monotonic() - checked >= CURRENT_TTL:
+            version = self.publication.current()
+            self._current = (time.monotonic(), version)
+        return version
+
+    def pin(self) -> str | None:
+        """Name the current version in this process's lease, then check it is still current (as
+        `versions.pin`): a clean-up that could delete it comes after a later switch and sees the lease."""
+        version = self.publication.current()
+        for _ in range(10):
+            if version is None:
+                return None
+            self._hold(version)
+            now = self.publication.current()
+            if now == version:
+                self._current = (time.monotonic(), version)
+                return version
+            self.release(version)
+            version = now
+        self._hold(version)
+        return version
+
+    def _hold(self, version: str) -> None:
+        with self._lock:
+            self._pinned[version] = self._pinned.get(version, 0) + 1
+        self._beat()
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(target=self._beats, name="qa-published-lease", daemon=True)
+            self._heartbeat.start()
+
+    def release(self, version: str) -> None:
+        with self._lock:
+            if self._pinned.get(version, 0) > 1:
+                self._pinned[version] -= 1
+            else:
+                self._pinned.pop(version, None)
+
+    def held(self) -> set[str]:
+        with self._lock:
+            return set(self._pinned) | versions.held_by_this_process(self.folder)
+
+    def _beat(self) -> None:
+        self.publication.write_lease(self.held())
+
+    def _beats(self) -> None:
+        while True:
+            time.sleep(versions.HEARTBEAT_SECONDS)
+            try:
+                self._beat()
+            except StoreError:
+                pass  # the server is away: the next beat tries again (the lease outlives LEASE_TTL - beat)

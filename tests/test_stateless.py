@@ -1,0 +1,151 @@
+"""Stateless workers (issue 14, item 2): a worker that starts with only the Chroma server's URL, the
+published index's name and the model serves the same answers as a worker reading the build's
+folder; it follows rebuilds, fetching only what changed, and its lease on the server keeps the
+version it serves from the build's clean-up. All against a real `chroma run`."""
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from qa.config import Settings, SettingsError
+from qa.indexing import ARRAYS, IndexBuilder, current_version, load_index
+from qa.published import Publication
+from qa.retrieval import Retriever
+from qa.service import QAService
+from tests.conftest import QA, Server
+from tests.test_lifecycle import EDITED, NEW_SENTENCE, _edit
+
+QUESTIONS = [json.loads(line)["question"] for line in open("eval/questions.jsonl", encoding="utf-8")][:12]
+
+
+def _settings(chroma, **values) -> Settings:
+    return Settings.from_env({"chroma_url": chroma.url, **values})
+
+
+def _answers(ask, questions) -> list:
+    """The parts of each response that must not depend on where the worker runs."""
+    out = []
+    for question in questions:
+        response = ask(question)
+        out.append([(r["source"]["id"], r["span"], r["highlight"], r["score"], r["corroborated_by"]) for r in response["results"]])
+    return out
+
+
+def test_a_worker_with_an_empty_folder_serves_what_the_build_folder_serves(chroma_server, sources_copy, tmp_path, embedder):
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    report = IndexBuilder(build, embedder=embedder).run()
+    assert report.published and f"published as index {report.published}" in report.summary()
+    local = QAService(build, embedder=embedder)
+    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "worker", chroma_index=report.published), embedder=embedder)
+    assert not (tmp_path / "worker").exists()  # nothing there before its first question
+    assert _answers(lambda q: worker.ask(q, 5), QUESTIONS) == _answers(lambda q: local.ask(q, 5), QUESTIONS)
+
+    # Its copy holds the build's arrays and texts, row for row; BM25 ranks the same.
+    built, copied = load_index(build), worker.index()
+    try:
+        for name in ARRAYS:
+            assert np.array_equal(getattr(built, name), getattr(copied, name)), name
+        assert [c.text for c in built.chunks] == [c.text for c in copied.chunks]
+        assert built.lexical.search("treaty law October", 10) == copied.lexical.search("treaty law October", 10)
+    finally:
+        built.close()
+
+    # A rebuild after one edit: the worker switches and fetches only the edited source's payload.
+    fetched = []
+    payloads = worker.follower.publication.payloads
+    worker.follower.publication.payloads = lambda keys: fetched.extend(keys) or payloads(keys)
+    _edit(sources_copy)
+    second = IndexBuilder(build, embedder=embedder).run()
+    deadline = time.monotonic() + 10
+    while worker.index().version != second.version and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.index().version == second.version
+    assert [sid for sid, _ in fetched] == [EDITED]
+    answer = worker.ask("Where is the lunar mining research coordinated from?", 3)
+    assert NEW_SENTENCE in answer["results"][0]["text"]
+    assert _answers(lambda q: worker.ask(q, 5), QUESTIONS) == _answers(lambda q: local.ask(q, 5), QUESTIONS)
+
+
+def test_the_version_a_stateless_worker_holds_outlives_two_rebuilds(chroma_server, sources_copy, tmp_path, embedder):
+    """Its lease on the server keeps its version's records and payloads from the build's clean-up
+    (the build cannot see the worker's folder); once released and expired, they go."""
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    first = IndexBuilder(build, embedder=embedder).run()
+    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "worker", chroma_index=first.published), embedder=embedder)
+    question = "What happened at La Orchila?"
+    with worker.holding() as held:  # a request in flight on the old version, across two rebuilds
+        _edit(sources_copy)
+        IndexBuilder(build, embedder=embedder).run()
+        (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+        IndexBuilder(build, embedder=embedder).run()
+        assert held.version == first.version
+        hits = Retriever(embedder, mode="dense").run(held, question, 5).hits
+        assert any("La Orchila" in h.chunk.text for h in hits)  # its own records, still on the server
+    publication = Publication.of_index(build)
+    assert first.version in publication.held()  # the worker still names it (its folder holds it)
+
+
+def test_stateless_settings_and_refusals(chroma_server, tmp_path, embedder):
+    with pytest.raises(SettingsError, match="QA_CHROMA_URL"):
+        Settings.from_env({"chroma_index": "0123456789abcdef"})
+    with pytest.raises(SettingsError, match="16 hex digits"):
+        Settings.from_env({"chroma_url": chroma_server.url, "chroma_index": "../etc"})
+    settings = _settings(chroma_server, index_dir=tmp_path / "w", chroma_index="0123456789abcdef")
+    with pytest.raises(SettingsError, match="stateless worker"):
+        IndexBuilder(settings, embedder=embedder)
+    health = QAService(settings, embedder=embedder).health()
+    assert health["status"] == "unavailable" and "no index is published" in health["error"]
+
+
+def test_two_stateless_workers_in_empty_folders_answer_alike(chroma_server, sources_copy, tmp_path):
+    """The scale-out test of issue 14: `qa serve` twice, each with only the URL, the name and an
+    empty folder, against one `chroma run`; identical answers, and both follow a rebuild."""
+    env = {**os.environ, "QA_CHROMA_URL": chroma_server.url}
+    build = [QA, "index", "--sources", str(sources_copy), "--index", str(tmp_path / "build")]
+    done = subprocess.run(build, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.rsplit("published as index ", 1)[1].split()[0]
+    worker_env = {"QA_CHROMA_URL": chroma_server.url, "QA_CHROMA_INDEX": name}
+
+    def ask(base):
+        return lambda q: requests.post(base + "/api/ask", json={"question": q, "k": 5}, timeout=60).json()
+
+    with Server(tmp_path / "one", env=worker_env) as one, Server(tmp_path / "two", env=worker_env) as two:
+        assert _answers(ask(one.base), QUESTIONS) == _answers(ask(two.base), QUESTIONS)
+        refused = requests.post(one.base + "/api/index", json={}, timeout=10)
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "stateless_worker"
+        _edit(sources_copy)
+        done = subprocess.run(build, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "updated 1" in done.stdout, done.stdout + done.stderr
+        new_version = current_version(tmp_path / "build")
+        for server in (one, two):
+            deadline = time.monotonic() + 30
+            while requests.get(server.base + "/api/health", timeout=10).json()["index_version"] != new_version:
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+        asked = ask(one.base)("Where is the lunar mining research coordinated from?")
+        assert asked["index_version"] == new_version and NEW_SENTENCE in asked["results"][0]["text"]
+        assert _answers(ask(one.base), QUESTIONS) == _answers(ask(two.base), QUESTIONS)
+
+
+def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server, sources_copy, tmp_path, embedder):
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    IndexBuilder(build, embedder=embedder).run()
+    publication = Publication.of_index(build)
+    publication.write_lease({"gone-worker-version"})  # this process's lease, then made stale
+    collection = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection(publication.name)
+    lease = collection.get(where={"kind": "lease"}, include=["metadatas"])
+    collection.upsert(ids=lease["ids"], embeddings=[[1.0, 0.0]], metadatas=[{**lease["metadatas"][0], "beat": time.time() - 1000}])
+    _edit(sources_copy)
+    (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    last = IndexBuilder(build, embedder=embedder).run()
+    manifest = json.loads((tmp_path / "build" / "versions" / last.version / "manifest.json").read_text())
+    records = collection.get(include=["metadatas"])["metadatas"]
+    assert {(m["source_id"], m["embedded"]) for m in records if m["kind"] == "source"} == {
+        (sid, entry["embedded"]) for sid, entry in manifest["sources"].items()}
+    assert {m["version"] for m in records if m["kind"] in ("version", "current")} == {last.version}
+    assert not [m for m in records if m["kind"] == "lease"]  # the stale lease was deleted
