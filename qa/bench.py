@@ -29,8 +29,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -124,6 +126,29 @@ class _Served:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+@contextmanager
+def _chroma_server(path: Path) -> Iterator[str]:
+    """`chroma run` on a free loopback port for the length of a `with` block; yields its URL."""
+    port = _free_port()
+    chroma = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path", str(path),
+                               "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/v2/heartbeat", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("chroma run did not start") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        chroma.terminate()
+        chroma.wait(timeout=30)
 
 
 def _memory_mb(pid: int) -> dict[str, float]:
@@ -261,6 +286,10 @@ class Bench:
                 self._scaleout(settings, embedder, work)
             for size in self.sizes:
                 self._scale(settings, embedder, size, work)
+            if self.scaleout:  # the same sizes with the vectors on a Chroma server, served by a stateless worker
+                with _chroma_server(work / "chroma-scale") as url:
+                    for size in self.sizes:
+                        self._scale(settings, embedder, size, work, chroma_url=url)
             self._scale_rows()
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -367,20 +396,7 @@ class Bench:
 
     def _scaleout(self, seed_settings: Settings, embedder: Embedder, work: Path) -> None:
         """Throughput with 1 and 2 workers when the vectors live on a Chroma server (`chroma run`)."""
-        port = _free_port()
-        chroma = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path", str(work / "chroma-server"),
-                                   "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/api/v2/heartbeat", timeout=2)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("chroma run did not start") from None
-                    time.sleep(0.3)
+        with _chroma_server(work / "chroma-server") as url:
             settings = replace(seed_settings, index_dir=work / "index-server", chroma_url=url)
             IndexBuilder(settings, embedder=embedder).run(full=True)
             questions = [q.question for q in load_questions(Path("eval/questions.jsonl"))]
@@ -391,39 +407,36 @@ class Bench:
                     rates[workers] = _throughput(server.base, questions, 400)
             self.row("Chroma server, 1 worker, 8 clients, questions/s", rates[1], None, "—", "q/s")
             self.row("Chroma server, 2 workers, 8 clients, questions/s", rates[2], rates[1], "—", "q/s", higher_is_better=True)
-        finally:
-            chroma.terminate()
-            chroma.wait(timeout=30)
 
-    def _scale(self, seed_settings: Settings, embedder: Embedder, size: int, work: Path) -> None:
+    def _scale(self, seed_settings: Settings, embedder: Embedder, size: int, work: Path, chroma_url: str | None = None) -> None:
+        """One synthetic size: full build, one-source rebuild, then latency and memory of one worker.
+        On a Chroma server (`chroma_url`) the worker is stateless: an empty folder, the URL and the
+        published name; its cold start includes copying the index, and it is timed following the rebuild."""
+        mode = "server" if chroma_url else "embedded"
         folder = work / f"scale-{size}"
-        shutil.copytree(seed_settings.sources_dir, folder)
-        seed_index = load_index(seed_settings)
-        seed_ids = set(seed_index.sources)
-        sentences = sorted({seed_index.sources[c.source_id].text[a:b] for c in seed_index.chunks for a, b in c.sentences})
-        pool = variant_pool(sentences, random.Random(0))
-        per_doc = 20  # chunks a 40-sentence distractor makes at 128 tokens, measured
-        for i, doc in enumerate(distractors(pool, max(1, (size - len(seed_index.chunks)) // per_doc), random.Random(size))):
-            (folder / f"synthetic-{i:06d}.txt").write_text(doc, encoding="utf-8")
-        settings = replace(seed_settings, sources_dir=folder, index_dir=work / f"index-{size}")
-        if self.cached is None:
-            self.cached = CachedEmbedder(embedder, settings.chunk_tokens, exact={c.text for c in seed_index.chunks})
-            self.cached.encode(pool)  # untimed: the model's cost is measured above, scale measures the rest
-        cached = self.cached
+        if not folder.exists():
+            self._synthetic(seed_settings, embedder, size, folder)
+        settings = replace(seed_settings, sources_dir=folder, index_dir=work / f"index-{size}-{mode}", chroma_url=chroma_url)
+        seed_ids = {p.stem for p in seed_settings.sources_dir.glob("*.txt")}
         started = time.perf_counter()
-        report = IndexBuilder(settings, embedder=cached).run(full=True)
+        report = IndexBuilder(settings, embedder=self.cached).run(full=True)
         build = time.perf_counter() - started
         path = folder / f"{sorted(seed_ids)[0]}.txt"
-        path.write_text(path.read_text(encoding="utf-8") + "\nAn added closing line changes this source.", encoding="utf-8")
-        started = time.perf_counter()
-        IndexBuilder(settings, embedder=cached).run()
-        incremental = time.perf_counter() - started
-        version_dir = settings.index_dir / VERSIONS / current_version(settings.index_dir)
-        disk = sum(p.stat().st_size for p in version_dir.rglob("*") if p.is_file()) / 2**20
-        # The floor of disk per chunk: its float16 vectors and its sentences', which every query may read.
-        vector_bytes = sum((version_dir / f"{name}.npy").stat().st_size for name in ("chunk_vectors", "sentence_vectors"))
+        worker_dir, env = settings.index_dir, {}
+        if chroma_url:
+            worker_dir, env = work / f"worker-{size}", {"QA_CHROMA_URL": chroma_url, "QA_CHROMA_INDEX": report.published}
         gold = [q for q in load_questions(Path("eval/questions.jsonl")) if q.answerable]
-        with _Served(settings.index_dir) as server:
+        with _Served(worker_dir, env=env) as server:
+            cold = server.cold_start
+            path.write_text(path.read_text(encoding="utf-8") + f"\nAn added closing line changes this source ({mode}).", encoding="utf-8")
+            started = time.perf_counter()
+            rebuilt = IndexBuilder(settings, embedder=self.cached).run()
+            incremental = time.perf_counter() - started
+            while _post(server.base, "When was the treaty signed?")["index_version"] != rebuilt.version:
+                if time.perf_counter() - started > 300:
+                    raise RuntimeError(f"the worker did not follow the rebuild at {size:,} chunks ({mode})")
+                time.sleep(0.05)
+            follow = time.perf_counter() - started - incremental
             _latencies(server.base, [q.question for q in gold[:5]])
             started_all = []
             hits = sources = 0
@@ -435,29 +448,53 @@ class Bench:
                 hits += any(contains_answer(r["text"], q.answers) for r in top)
                 sources += any(r["source"]["id"] in q.sources for r in top)
             memory = server.memory_mb()
+        served = worker_dir / "mirror" / report.published if chroma_url else settings.index_dir
+        version_dir = served / VERSIONS / current_version(served)
+        disk = sum(p.stat().st_size for p in version_dir.rglob("*") if p.is_file()) / 2**20
+        # The floor of disk per chunk: its float16 vectors and its sentences', which every query may read.
+        vector_bytes = sum((version_dir / f"{name}.npy").stat().st_size for name in ("chunk_vectors", "sentence_vectors"))
         self.scale.append({
-            "chunks": report.chunks, "build_s": round(build, 1), "build_chunks_per_s": round(report.chunks / build, 1),
-            "incremental_s": round(incremental, 2), "query_p50_ms": round(_percentile(started_all, 50), 1),
+            "mode": mode, "chunks": report.chunks, "build_s": round(build, 1), "build_chunks_per_s": round(report.chunks / build, 1),
+            "incremental_s": round(incremental, 2), "cold_start_s": round(cold, 2), "follow_s": round(follow, 2),
+            "query_p50_ms": round(_percentile(started_all, 50), 1),
             "query_p95_ms": round(_percentile(started_all, 95), 1), **{k: round(v) for k, v in memory.items()},
             "disk_mb": round(disk, 1), "disk_kb_per_chunk": round(disk * 1024 / report.chunks, 2),
             "vector_kb_per_chunk": round(vector_bytes / 1024 / report.chunks, 2),
             "answer@5": round(hits / len(gold), 3), "source@5": round(sources / len(gold), 3),
         })
 
+    def _synthetic(self, seed_settings: Settings, embedder: Embedder, size: int, folder: Path) -> None:
+        """The seeds and enough distractors for about `size` chunks (see the module doc)."""
+        shutil.copytree(seed_settings.sources_dir, folder)
+        seed_index = load_index(seed_settings)
+        try:
+            sentences = sorted({seed_index.sources[c.source_id].text[a:b] for c in seed_index.chunks for a, b in c.sentences})
+            exact = {c.text for c in seed_index.chunks}
+            seed_chunks = len(seed_index.chunks)
+        finally:
+            seed_index.close()
+        pool = variant_pool(sentences, random.Random(0))
+        per_doc = 20  # chunks a 40-sentence distractor makes at 128 tokens, measured
+        for i, doc in enumerate(distractors(pool, max(1, (size - seed_chunks) // per_doc), random.Random(size))):
+            (folder / f"synthetic-{i:06d}.txt").write_text(doc, encoding="utf-8")
+        if self.cached is None:
+            self.cached = CachedEmbedder(embedder, seed_settings.chunk_tokens, exact=exact)
+            self.cached.encode(pool)  # untimed: the model's cost is measured above, scale measures the rest
+
     def _scale_rows(self) -> None:
         """The scale table's figures as rows beside their floors: latency against the smallest size,
         a worker's memory against a worker serving the seeds (model and libraries), disk against the vectors."""
         if not self.scale:
             return
-        base = self.scale[0]
         for r in self.scale:
-            n = f"{r['chunks']:,} chunks"
+            base = next(b for b in self.scale if b["mode"] == r["mode"])
+            n = f"{r['chunks']:,} chunks, {r['mode']}"
             self.row(f"query p50 at {n}, ms (floor: p50 at {base['chunks']:,})", r["query_p50_ms"], base["query_p50_ms"],
                      "≤ 1.5× floor", "ms")
             self.row(f"query p95 at {n}, ms (floor: p95 at {base['chunks']:,})", r["query_p95_ms"], base["query_p95_ms"],
                      "≤ 1.5× floor", "ms")
             self.row(f"RSS per worker at {n}, MB (floor: a worker serving the seeds)", r["worker_rss_mb"],
-                     self.worker_floor.get("worker_rss_mb"), "≤ 2,560 MB at 1M", "MB")
+                     self.worker_floor.get("worker_rss_mb"), "≤ 1,024 MB at 1M" if r["mode"] == "server" else "≤ 2,560 MB at 1M", "MB")
             self.row(f"of which private to the worker at {n}, MB (floor: a worker serving the seeds)",
                      r["worker_private_mb"], self.worker_floor.get("worker_private_mb"), "—", "MB")
             self.row(f"disk per chunk at {n}, KB (floor: its float16 vectors)", r["disk_kb_per_chunk"],

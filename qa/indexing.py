@@ -139,8 +139,10 @@ VECTOR_DTYPE = np.float16
 ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
 TERM_ARRAYS = ("term_rows", "term_ids", "term_counts")  # each chunk's BM25 term counts (CSR), for the next build
 MIRROR_LOCK_SECONDS = 600  # a stateless worker waits this long for another process copying the same version
+FETCH_BATCH = 64  # payloads a stateless worker holds in memory at a time while copying
 PUBLISH_BATCH = 256  # payloads uploaded per step of a build on a Chroma server
 DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS))
+COPIED_FILES = ("sources.jsonl", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))  # a worker's copy equals the build's
 
 
 def _check_compatible(manifest: dict, settings: Settings, chunking: bool = True) -> None:
@@ -326,14 +328,44 @@ class _Base:
 
 
 class _Rows:
-    """The arrays and lines of a new version, appended source by source: a kept source's as a
-    slice of the previous version's (runs of consecutive kept sources copied as one), a new one's as made."""
+    """The arrays and lines of a new version, written source by source straight into its files: a
+    kept source's rows as a slice of the previous version's (runs of consecutive kept sources copied
+    as one), a new one's as made. The totals are known first (the sources' counts), so each .npy
+    header is written before its rows, and no array is ever whole in memory."""
 
-    def __init__(self, base: _Base | None):
+    def __init__(self, base: _Base | None, folder: Path, sentences: int, chunks: int, dim: int):
         self.base = base
-        self.parts: dict[str, list] = {name: [] for name in (*ARRAYS, "terms", "chunk_lines")}
+        self.files: dict[str, tuple] = {}  # name -> (file, dtype, rows declared, rows written)
+        self.terms: list[TermCounts] = []
+        self.chunk_lines: list[bytes] = []
         self.run: tuple[int, int, int, int] | None = None  # chunks [lo, hi) and sentences [lo, hi) in base
         self.sentences = 0
+        try:
+            for name in ARRAYS:
+                rows = chunks if name.startswith("chunk") else sentences
+                width, dtype = (dim, VECTOR_DTYPE) if name.endswith("vectors") else (2, np.int64)
+                f = (folder / f"{name}.npy").open("wb")
+                self.files[name] = [f, dtype, rows, 0]
+                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                         "fortran_order": False, "shape": (rows, width)})
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "_Rows":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for f, *_ in self.files.values():
+            f.close()
+
+    def _write(self, name: str, rows: np.ndarray) -> None:
+        entry = self.files[name]
+        entry[0].write(np.ascontiguousarray(rows, dtype=entry[1]).data)
+        entry[3] += len(rows)
 
     def keep(self, sid: str) -> None:
         (c0, c1), (s0, s1) = self.base.chunks[sid], self.base.sentences[sid]
@@ -346,53 +378,42 @@ class _Rows:
     def add(self, arrays: dict[str, np.ndarray], chunk_lines: list[bytes], terms: TermCounts) -> None:
         """A source's rows (its chunk rows relative to its first sentence) and chunks.jsonl lines."""
         self.flush()
-        p = self.parts
-        p["sentence_spans"].append(arrays["sentence_spans"])
-        p["sentence_vectors"].append(arrays["sentence_vectors"].astype(VECTOR_DTYPE))
-        p["chunk_rows"].append(arrays["chunk_rows"] + self.sentences)
-        p["chunk_vectors"].append(arrays["chunk_vectors"].astype(VECTOR_DTYPE))
-        p["terms"].append(terms)
-        p["chunk_lines"].extend(chunk_lines)
+        self._write("sentence_spans", arrays["sentence_spans"])
+        self._write("sentence_vectors", arrays["sentence_vectors"])
+        self._write("chunk_rows", arrays["chunk_rows"] + self.sentences)
+        self._write("chunk_vectors", arrays["chunk_vectors"])
+        self.terms.append(terms)
+        self.chunk_lines.extend(chunk_lines)
         self.sentences += len(arrays["sentence_spans"])
 
     def flush(self) -> None:
         if self.run is None:
             return
-        (c0, c1, s0, s1), arrays, p = self.run, self.base.arrays, self.parts
-        p["sentence_spans"].append(arrays["sentence_spans"][s0:s1])
-        p["sentence_vectors"].append(arrays["sentence_vectors"][s0:s1])
-        p["chunk_rows"].append(arrays["chunk_rows"][c0:c1] - s0 + self.sentences)
-        p["chunk_vectors"].append(arrays["chunk_vectors"][c0:c1])
-        p["terms"].append(self.base.terms.slice(c0, c1))
-        p["chunk_lines"].extend(self.base.chunk_lines[c0:c1])
+        (c0, c1, s0, s1), arrays = self.run, self.base.arrays
+        self._write("sentence_spans", arrays["sentence_spans"][s0:s1])
+        self._write("sentence_vectors", arrays["sentence_vectors"][s0:s1])
+        self._write("chunk_rows", arrays["chunk_rows"][c0:c1] - s0 + self.sentences)
+        self._write("chunk_vectors", arrays["chunk_vectors"][c0:c1])
+        self.terms.append(self.base.terms.slice(c0, c1))
+        self.chunk_lines.extend(self.base.chunk_lines[c0:c1])
         self.sentences += s1 - s0
         self.run = None
 
-    def save(self, folder: Path, dim: int, vocabulary: dict[str, int], source_lines: list[bytes]) -> None:
-        """The version's data files: each array written straight into its .npy file, without first
-        joining the parts in memory; BM25 scored from the term counts."""
+    def save(self, folder: Path, vocabulary: dict[str, int], source_lines: list[bytes]) -> None:
+        """The version's other data files; BM25 scored from the term counts."""
         self.flush()
-        for name in ARRAYS:
-            width, dtype = (dim, VECTOR_DTYPE) if name.endswith("vectors") else (2, np.int64)
-            _save_parts(folder / f"{name}.npy", self.parts[name], width, dtype)
-        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(self.parts["terms"], list(vocabulary)))
+        self.close()
+        for name, (_, _, declared, written) in self.files.items():
+            if declared != written:  # the counts the headers were written from disagree with the rows
+                raise IndexUnavailable(f"{name}.npy got {written} rows, its header says {declared}; {FULL_REBUILD_HINT}")
+        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(self.terms, list(vocabulary)))
         lexical.save(folder / "bm25")
         (folder / "sources.jsonl").write_bytes(b"".join(source_lines))
-        (folder / "chunks.jsonl").write_bytes(b"".join(self.parts["chunk_lines"]))
+        (folder / "chunks.jsonl").write_bytes(b"".join(self.chunk_lines))
         (folder / "terms.json").write_text(json.dumps(terms.vocabulary, ensure_ascii=False), encoding="utf-8")
         np.save(folder / "term_rows.npy", terms.rows)
         np.save(folder / "term_ids.npy", terms.ids)
         np.save(folder / "term_counts.npy", terms.counts)
-
-
-def _save_parts(path: Path, parts: list[np.ndarray], width: int, dtype: type) -> None:
-    """The parts as one .npy array, each written where it lies (a kept run straight from its memory map)."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": (sum(len(p) for p in parts), width)}
-    with path.open("wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        for part in parts:
-            f.write(np.ascontiguousarray(part, dtype=dtype).data)
 
 
 class IndexBuilder:
@@ -559,37 +580,40 @@ class IndexBuilder:
         # Up to date also in what it remembers of the files: else a touched file would be read by every build.
         if (base and same_reading and not (added or updated or removed) and scan.files == base.files()
                 and all(base_sources[sid]["meta"] == metas[sid] for sid in metas)):
-            published = self._publish(base)  # what an earlier build could not publish (or one before publishing)
-            if published:
-                if not published.has_version(base.version):
-                    published.add_version(base.manifest)
-                if published.current() != base.version:
-                    published.set_current(base.version)
+            warnings = []
+            try:  # what an earlier build could not publish (or one before publishing existed)
+                if published := self._publish(base):
+                    if not published.has_version(base.version):
+                        published.add_version(base.manifest)
+                    if published.current() != base.version:
+                        published.set_current(base.version)
+            except StoreError as err:
+                warnings.append(f"stateless workers keep serving the version they have: {err}; the next `qa index` retries")
             return BuildReport(  # nothing changed: keep serving the current version
                 version=base.version, sources=len(sources), chunks=base.manifest["chunk_count"],
                 embedded_chunks=0, embedded_sentences=0, kept=kept, problems=problems,
-                seconds=time.perf_counter() - started, up_to_date=True, published=self._published_name(),
+                seconds=time.perf_counter() - started, up_to_date=True, warnings=warnings, published=self._published_name(),
             )
         fresh = self._embed([s for s in sources if s.id not in reused])
 
         version, version_dir = versions.new_version(settings.index_dir)
-        rows = _Rows(base)
-        vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
-        source_lines, counts = [], {}
-        for source in sources:
-            if source.id in fresh:
-                data = fresh[source.id]
-                rows.add(data.arrays(), list(map(_chunk_line, data.chunks)), TermCounts.of([c.text for c in data.chunks], vocabulary))
-                counts[source.id] = (len(data.chunks), len(data.sentence_spans))
-            else:
-                rows.keep(source.id)
-                counts[source.id] = (base_sources[source.id]["chunks"], base_sources[source.id]["sentences"])
-            if isinstance(source, Source):
-                source_lines.append(_source_line(source))
-            else:
-                source_lines.append(_line_with_meta(base.source_lines[source.id], metas[source.id], base_sources[source.id]["meta"]))
+        counts = {s.id: (len(fresh[s.id].chunks), len(fresh[s.id].sentence_spans)) if s.id in fresh
+                  else (base_sources[s.id]["chunks"], base_sources[s.id]["sentences"]) for s in sources}
         dim = base.arrays["chunk_vectors"].shape[1] if base and not fresh else self.embedder.dimension
-        rows.save(version_dir, dim, vocabulary, source_lines)
+        vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
+        source_lines = []
+        with _Rows(base, version_dir, sum(n for _, n in counts.values()), sum(n for n, _ in counts.values()), dim) as rows:
+            for source in sources:
+                if source.id in fresh:
+                    data = fresh[source.id]
+                    rows.add(data.arrays(), list(map(_chunk_line, data.chunks)), TermCounts.of([c.text for c in data.chunks], vocabulary))
+                else:
+                    rows.keep(source.id)
+                if isinstance(source, Source):
+                    source_lines.append(_source_line(source))
+                else:
+                    source_lines.append(_line_with_meta(base.source_lines[source.id], metas[source.id], base_sources[source.id]["meta"]))
+            rows.save(version_dir, vocabulary, source_lines)
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
         # Each source's vectors are named by the version that embedded them: on a Chroma server,
@@ -703,9 +727,10 @@ def empty_reason(folder: Path, problems: list[Problem]) -> str:
 def mirror_version(settings: Settings, publication: Publication, version: str) -> None:
     """Copy the published `version` into `settings.index_dir` (a stateless worker's folder) and switch
     to it: the sources its current copy holds under the same embedding version are kept from it (as
-    a build keeps them), the others' payloads fetched from the Chroma server; BM25 is computed here
-    from the chunk texts. Processes sharing the folder copy it once (under its build lock).
-    Raises IndexUnavailable (the version is gone or incompatible) or StoreError (the server is away)."""
+    a build keeps them), the others' payloads fetched from the Chroma server a batch at a time; BM25
+    is computed here from the chunk texts. Processes sharing the folder copy it once (under its
+    lock). The copy's texts, chunks and arrays must equal, byte for byte, the files the build wrote.
+    Raises IndexUnavailable (the version is gone, damaged or incompatible) or StoreError (the server is away)."""
     index_dir = settings.index_dir
     if current_version(index_dir) == version and versions.exists(index_dir, version):
         return
@@ -715,39 +740,66 @@ def mirror_version(settings: Settings, publication: Publication, version: str) -
     with FileLock(str(index_dir / LOCK), timeout=MIRROR_LOCK_SECONDS):
         if current_version(index_dir) == version and versions.exists(index_dir, version):
             return  # another process of this worker copied it meanwhile
-        base = None
-        if (previous := current_version(index_dir)) is not None:
-            try:
-                base = _Base.open(settings, previous)
-            except Exception:  # a damaged copy: fetch everything
-                base = None
-            if base and base.manifest.get("lexical") != analysis_fingerprint():  # counts of another analysis
-                base = None
-        entries = manifest["sources"]
-        kept = {sid for sid, entry in entries.items()
-                if base and base.manifest["sources"].get(sid, {}).get("embedded") == entry["embedded"]}
-        fetched = publication.payloads([(sid, entry["embedded"]) for sid, entry in entries.items() if sid not in kept])
+        if publication.current() != version:
+            return  # moved on while this process waited: the next request follows the newer one
         folder = versions.version_dir(index_dir, version)
-        if folder.exists():  # a copy a killed process left half made
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        rows = _Rows(base)
-        vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
-        source_lines = []
+        if versions.exists(index_dir, version):  # copied earlier, switched away from (a build went back to it)
+            versions.verify_files(folder, read_manifest(folder))
+        else:
+            if folder.exists():  # a copy a killed process left half made (no manifest: never served)
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            try:
+                _copy_published(settings, publication, manifest, folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        versions.switch(index_dir, version)
+        # Older copies no process here holds (the server's records are the build's to delete).
+        versions.clean_up(replace(settings, chroma_url=None), keep={version})
+
+
+def _copy_published(settings: Settings, publication: Publication, manifest: dict, folder: Path) -> None:
+    base = None
+    if (previous := current_version(settings.index_dir)) is not None:
+        try:
+            base = _Base.open(settings, previous)
+        except Exception:  # a damaged copy: fetch everything
+            base = None
+        if base and base.manifest.get("lexical") != analysis_fingerprint():  # counts of another analysis
+            base = None
+    entries = manifest["sources"]
+    kept = {sid for sid, entry in entries.items()
+            if base and base.manifest["sources"].get(sid, {}).get("embedded") == entry["embedded"]}
+    wanted = [(sid, entry["embedded"]) for sid, entry in entries.items() if sid not in kept]
+    fetched: dict = {}
+    done = 0
+    vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
+    source_lines = []
+    sentences = sum(entry["sentences"] for entry in entries.values())
+    with _Rows(base, folder, sentences, manifest["chunk_count"], manifest["model"]["dimension"]) as rows:
         for sid, entry in entries.items():
             if sid in kept:
                 rows.keep(sid)
                 source_lines.append(_line_with_meta(base.source_lines[sid], entry["meta"], base.manifest["sources"][sid]["meta"]))
                 continue
-            arrays, line, chunk_lines = decode_payload(fetched[(sid, entry["embedded"])])
+            key = (sid, entry["embedded"])
+            if key not in fetched:  # the next batch, in index order: a batch of payloads in memory at a time
+                fetched = publication.payloads(wanted[done : done + FETCH_BATCH])
+                done += len(fetched)
+            arrays, line, chunk_lines = decode_payload(fetched.pop(key))
+            if (len(chunk_lines), len(arrays["sentence_spans"])) != (entry["chunks"], entry["sentences"]):
+                raise IndexUnavailable(f"the published data of source {sid} does not match the manifest of version "
+                                       f"{manifest['version']}; {FULL_REBUILD_HINT} on the build machine")
             text = json.loads(line)["text"]
             spans = [json.loads(chunk) for chunk in chunk_lines]
             rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary))
             source_lines.append(_line_with_meta(line, entry["meta"]))
-        rows.save(folder, manifest["model"]["dimension"], vocabulary, source_lines)
-        # Its own BM25 analysis and files: the manifest is sealed again over them.
-        local = {k: v for k, v in manifest.items() if k not in ("files", "checksum")}
-        versions.seal(folder, {**local, "lexical": analysis_fingerprint()}, DATA_FILES)
-        versions.switch(index_dir, version)
-    # Older copies no process here holds (the server's records are the build's to delete).
-    versions.clean_up(replace(settings, chroma_url=None), keep={version})
+        rows.save(folder, vocabulary, source_lines)
+    for name in COPIED_FILES:  # what the build wrote: any difference is damage on the way
+        if versions.file_sha256(folder / name) != manifest["files"][name]:
+            raise IndexUnavailable(f"the copy of index version {manifest['version']} differs from the build's {name}; "
+                                   f"{FULL_REBUILD_HINT} on the build machine")
+    # Its own BM25 analysis and term files: the manifest is sealed again over them.
+    local = {k: v for k, v in manifest.items() if k not in ("files", "checksum")}
+    versions.seal(folder, {**local, "lexical": analysis_fingerprint()}, DATA_FILES)

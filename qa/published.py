@@ -41,6 +41,8 @@ import io
 import json
 import math
 import os
+import re
+import secrets
 import socket
 import threading
 import time
@@ -61,6 +63,8 @@ GET_BATCH = 64
 CURRENT_TTL = 1.0  # a worker looks for a new current version at most this often (seconds)
 ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
 _HOST = socket.gethostname()
+_TOKEN = secrets.token_hex(4)
+VERSION_NAME = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")  # qa.versions.new_version's
 
 Key = tuple[str, str]  # (source id, version that embedded it)
 
@@ -85,8 +89,17 @@ def _placeholder(record_id: str) -> list[float]:
     return [math.cos(angle), math.sin(angle)]
 
 
-def _live(beat: object) -> bool:
-    return isinstance(beat, (int, float)) and time.time() - beat < versions.LEASE_TTL
+def _server_time(collection) -> float:
+    """The Chroma server's clock, in seconds (its heartbeat answers in nanoseconds)."""
+    return collection._client.heartbeat() / 1e9
+
+
+def _checked_version(version: object) -> str:
+    """A version name as builds make them: anything else read from the server (a path, say) is refused."""
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+        raise StoreError(f"the Chroma server names an index version {str(version)[:40]!r}, which no build "
+                         "makes; rebuild with `qa index` on the build machine")
+    return version
 
 
 class Publication:
@@ -161,22 +174,25 @@ class Publication:
             ids=["current"], embeddings=[_placeholder("current")], metadatas=[{"kind": "current", "version": version}]), create=True)
 
     def current(self) -> str | None:
-        got = self._call("read the published version", lambda c: c.get(ids=["current"], include=["metadatas"]))
-        return got["metadatas"][0]["version"] if got["ids"] else None
+        def read(collection) -> str | None:
+            got = collection.get(ids=["current"], include=["metadatas"])
+            return _checked_version(got["metadatas"][0].get("version")) if got["ids"] else None
+        return self._call("read the published version", read)
 
     def has_version(self, version: str) -> bool:
-        got = self._call("look up a published version", lambda c: c.get(ids=[_part_id(f"version@{version}", 0)], include=[]), create=True)
+        got = self._call("look up a published version", lambda c: c.get(ids=[_part_id(f"version@{version}", 0)], include=[]))
         return bool(got["ids"])
 
     # -- the worker's side
 
     def manifest(self, version: str) -> dict:
         """Raises IndexUnavailable when the version is gone (deleted by a clean-up) or damaged."""
+        _checked_version(version)
         text = self._call("read a published manifest", lambda c: _take(c, [f"version@{version}"])).get(f"version@{version}")
         if text is None:
             raise versions.IndexUnavailable(f"index version {version} is no longer published on {self.settings.chroma_url}")
         manifest = json.loads(text)
-        if manifest.get("checksum") != versions.manifest_checksum(manifest):
+        if manifest.get("checksum") != versions.manifest_checksum(manifest) or manifest.get("version") != version:
             raise versions.IndexUnavailable(f"the published manifest of index version {version} fails its checksum; "
                                             f"{versions.FULL_REBUILD_HINT} on the build machine")
         return manifest
@@ -192,10 +208,12 @@ class Publication:
         return {names[name]: text for name, text in texts.items()}
 
     def write_lease(self, held: set[str]) -> None:
-        lease = f"lease@{_HOST}-{os.getpid()}"
+        """This process's lease: the versions it holds, stamped with the server's clock (the clean-up
+        reads it on the server's clock too, so the machines' clocks need not agree)."""
+        lease = f"lease@{_HOST}-{os.getpid()}-{_TOKEN}"  # a token: containers share hostnames and pids
         if held:
             self._call("write a lease", lambda c: c.upsert(ids=[lease], embeddings=[_placeholder(lease)], metadatas=[
-                {"kind": "lease", "versions": json.dumps(sorted(held)), "beat": time.time()}]), create=True)
+                {"kind": "lease", "versions": json.dumps(sorted(held)), "beat": _server_time(c)}]), create=True)
         else:
             self._call("drop a lease", lambda c: c.delete(ids=[lease]), create=True)
 
@@ -205,11 +223,12 @@ class Publication:
         """Versions named by live leases and `current`; dead leases are deleted."""
         def read(collection) -> set[str]:
             got = collection.get(where={"kind": {"$in": ["lease", "current"]}}, include=["metadatas"])
-            held, dead = set(), []
+            held, dead, now = set(), [], _server_time(collection)
             for record_id, meta in zip(got["ids"], got["metadatas"]):
+                beat = meta.get("beat")
                 if meta["kind"] == "current":
-                    held.add(meta["version"])
-                elif _live(meta.get("beat")):
+                    held.add(str(meta.get("version")))
+                elif isinstance(beat, (int, float)) and now - beat < versions.LEASE_TTL:
                     held.update(json.loads(meta["versions"]))
                 else:
                     dead.append(record_id)
@@ -222,10 +241,14 @@ class Publication:
         """Delete payloads embedded by none of `keys`, those of `stale` (embedding version -> source ids),
         and manifests of versions not `remaining`."""
         def delete(collection) -> None:
-            collection.delete(where={"$and": [{"kind": "source"}, {"embedded": {"$nin": sorted(keys)}}]})
+            if keys:
+                collection.delete(where={"$and": [{"kind": "source"}, {"embedded": {"$nin": sorted(keys)}}]})
+            else:  # no version remains ($nin refuses an empty list)
+                collection.delete(where={"kind": "source"})
             for key, sids in stale.items():
                 collection.delete(where={"$and": [{"kind": "source"}, {"embedded": key}, {"source_id": {"$in": sids}}]})
-            collection.delete(where={"$and": [{"kind": "version"}, {"version": {"$nin": remaining}}]})
+            gone = {"kind": "version"} if not remaining else {"$and": [{"kind": "version"}, {"version": {"$nin": remaining}}]}
+            collection.delete(where=gone)
         self._call("delete old published data", delete, create=True)
 
 
@@ -295,7 +318,11 @@ class Follower:
             if version is None:
                 return None
             self._hold(version)
-            now = self.publication.current()
+            try:
+                now = self.publication.current()
+            except BaseException:
+                self.release(version)
+                raise
             if now == version:
                 self._current = (time.monotonic(), version)
                 return version
@@ -307,7 +334,11 @@ class Follower:
     def _hold(self, version: str) -> None:
         with self._lock:
             self._pinned[version] = self._pinned.get(version, 0) + 1
-        self._beat()
+        try:
+            self.beat()
+        except BaseException:  # not named on the server: not held
+            self.release(version)
+            raise
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = threading.Thread(target=self._beats, name="qa-published-lease", daemon=True)
             self._heartbeat.start()
@@ -323,13 +354,14 @@ class Follower:
         with self._lock:
             return set(self._pinned) | versions.held_by_this_process(self.folder)
 
-    def _beat(self) -> None:
+    def beat(self) -> None:
+        """Write this process's lease now (else the heartbeat does, every HEARTBEAT_SECONDS)."""
         self.publication.write_lease(self.held())
 
     def _beats(self) -> None:
         while True:
             time.sleep(versions.HEARTBEAT_SECONDS)
             try:
-                self._beat()
+                self.beat()
             except StoreError:
                 pass  # the server is away: the next beat tries again (the lease outlives LEASE_TTL - beat)

@@ -90,10 +90,20 @@ class QAService:
         index = self._index
         if index is None:
             raise ServiceUnavailable(self._error or f"no index in {index_dir}: run `qa index` to build it")
-        if index.version != wanted and not versions.exists(index_dir, index.version):
+        if index.version != wanted and not self._still_there(index.version):
             raise ServiceUnavailable(f"index version {index.version} has been deleted and version {wanted} "
                                      f"is not loaded: {self._error or 'it is loading; try again'}")
         return index
+
+    def _still_there(self, version: str) -> bool:
+        """Whether a version this process serves still exists: its folder and, for a stateless worker,
+        its records on the Chroma server (which a clean-up deletes once no live lease names it)."""
+        if not versions.exists(self.settings.index_dir, version):
+            return False
+        try:
+            return self.follower is None or self.follower.publication.has_version(version)
+        except StoreError:
+            return False
 
     def _wanted(self) -> str | None:
         """The version to serve: the one `CURRENT` names or, for a stateless worker, the one the Chroma server does."""
@@ -132,7 +142,11 @@ class QAService:
             return self._failed(published, f"index version {published} cannot be copied from the Chroma server "
                                            f"({type(err).__name__}: {err}); {versions.FULL_REBUILD_HINT} on the build machine")
         else:
-            self._load_local()
+            self._load_local()  # the copy's CURRENT: this version, or a newer one another process copied
+            try:
+                self.follower.beat()  # the lease names what is now loaded, before the pin goes
+            except StoreError:
+                pass  # the heartbeat tries again
         finally:
             self.follower.release(published)
 

@@ -149,3 +149,47 @@ def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server,
         (sid, entry["embedded"]) for sid, entry in manifest["sources"].items()}
     assert {m["version"] for m in records if m["kind"] in ("version", "current")} == {last.version}
     assert not [m for m in records if m["kind"] == "lease"]  # the stale lease was deleted
+
+
+def test_a_hostile_or_broken_server_record_is_refused_not_followed(chroma_server, sources_copy, tmp_path, embedder):
+    """A `current` record naming a path (anyone who can write to the Chroma server can write one)
+    is refused with a 503 that says why; nothing outside the worker's folder is touched."""
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    name = IndexBuilder(build, embedder=embedder).run().published
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("still here")
+    collection = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection(
+        Publication.of_index(build).name)
+    collection.upsert(ids=["current"], embeddings=[[1.0, 0.0]], metadatas=[{"kind": "current", "version": "../../../victim"}])
+    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "w" / "x", chroma_index=name), embedder=embedder)
+    health = worker.health()
+    assert health["status"] == "unavailable" and "which no build makes" in health["error"]
+    assert (victim / "keep.txt").read_text() == "still here"
+
+
+def test_a_pin_that_fails_holds_nothing(chroma_server, sources_copy, tmp_path, embedder):
+    from qa.published import Follower
+    from qa.store import StoreError
+
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    name = IndexBuilder(build, embedder=embedder).run().published
+    follower = Follower(_settings(chroma_server, index_dir=tmp_path / "w", chroma_index=name))
+    version = follower.pin()
+    follower.release(version)
+    chroma_server.stop()
+    with pytest.raises(StoreError):
+        follower.pin()
+    with pytest.raises(StoreError):  # the step of a pin that names the version in the lease on the server
+        follower._hold(version)
+    assert follower.held() == set()  # nothing stays named for the next lease
+
+
+def test_emptying_the_sources_folder_cleans_up_without_warnings(chroma_server, sources_copy, tmp_path, embedder):
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    IndexBuilder(build, embedder=embedder).run()
+    for path in sources_copy.iterdir():
+        path.unlink()
+    report = IndexBuilder(build, embedder=embedder).run()
+    assert report.sources == 0 and report.warnings == []
+    assert not list((tmp_path / "build" / "trash").glob("*"))
