@@ -427,6 +427,7 @@ class IndexBuilder:
         self.embedder = embedder or Embedder.for_settings(settings)
         self.progress = progress
         self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
+        self._publication: Publication | None = None  # on a Chroma server, during a build
 
     def run(self, full: bool = False, wait: float = 0) -> BuildReport:
         """Build under the index's lock, waiting up to `wait` seconds for another build to finish."""
@@ -466,7 +467,12 @@ class IndexBuilder:
         try:
             try:
                 self.settings = replace(self.settings, sources_dir=self.sources_folder())
+                named = versions.recorded_id(self.settings.index_dir)  # a copied or moved folder gets a new name
                 report = self._build(full)
+                if report.published and named and report.published != named:
+                    report = replace(report, warnings=[*report.warnings, (
+                        f"this index folder was copied or moved: it is now published as index {report.published}, "
+                        f"no longer {named}; start stateless workers with QA_CHROMA_INDEX={report.published}")])
             except BaseException as err:
                 from qa.sources import SourceError
 
@@ -475,8 +481,11 @@ class IndexBuilder:
                 if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
                     raise BuildFailed(failure) from err
                 raise
-            return replace(report, warnings=report.warnings + versions.clean_up(self.settings, keep={report.version}))
+            return replace(report, warnings=report.warnings + versions.clean_up(self.settings, {report.version}, self._publication))
         finally:
+            if self._publication is not None:
+                self._publication.close()
+                self._publication = None
             lock.release()
 
     def _failure(self, err: BaseException) -> str:
@@ -583,8 +592,6 @@ class IndexBuilder:
             warnings = []
             try:  # what an earlier build could not publish (or one before publishing existed)
                 if published := self._publish(base):
-                    if not published.has_version(base.version):
-                        published.add_version(base.manifest)
                     if published.current() != base.version:
                         published.set_current(base.version)
             except StoreError as err:
@@ -659,10 +666,8 @@ class IndexBuilder:
             "source_files": {name: {"stamp": r.stamp, "sources": r.sources, "problems": [astuple(p) for p in r.problems]}
                              for name, r in scan.files.items()},
         }
-        published = self._publish(_Base.read(version_dir, manifest))  # before the switch: a worker may follow at once
         manifest = versions.seal(version_dir, manifest, DATA_FILES)
-        if published:
-            published.add_version(manifest)
+        published = self._publish(_Base.read(version_dir, manifest))  # before the switch: a worker may follow at once
         versions.switch(settings.index_dir, version)
         warnings = []
         if published:
@@ -688,14 +693,21 @@ class IndexBuilder:
         )
 
     def _publish(self, files: _Base) -> Publication | None:
-        """On a Chroma server: the payloads of this version that the server does not hold yet, for
-        stateless workers (a build before publishing existed, or one killed, may have left some out)."""
+        """On a Chroma server: what stateless workers need of this version that the server does not
+        hold yet (a build before publishing existed, or one killed, may have left some out): the
+        payloads, then the manifest."""
         if not self.settings.chroma_url:
             return None
-        publication = Publication.of_index(self.settings)
-        missing = publication.missing([(sid, entry["embedded"]) for sid, entry in files.manifest["sources"].items()])
+        if self._publication is None:  # one client for the build's calls
+            self._publication = Publication.of_index(self.settings)
+        publication = self._publication
+        missing, unlisted = publication.missing([(sid, entry["embedded"]) for sid, entry in files.manifest["sources"].items()], files.version)
+        if unlisted:
+            missing.append(None)  # the manifest, with the last batch
         for i in range(0, len(missing), PUBLISH_BATCH):  # a batch of payloads in memory at a time
-            publication.add_sources({key: files.payload(key[0]) for key in missing[i : i + PUBLISH_BATCH]})
+            batch = missing[i : i + PUBLISH_BATCH]
+            publication.add({key: files.payload(key[0]) for key in batch if key is not None},
+                            files.manifest if None in batch else None)
         return publication
 
     def _published_name(self) -> str | None:

@@ -30,7 +30,7 @@ its lease on the server while it may serve it.
 
 Usage:
     >>> publication = Publication.of_index(settings)            # the build's
-    >>> publication.add_sources({("a", "v1"): payload}); publication.add_version(manifest)
+    >>> publication.add({("a", "v1"): payload}, manifest)
     >>> follower = Follower(settings)                            # a worker's (settings.chroma_index)
     >>> version = follower.pin(); ...; follower.release(version)
 """
@@ -47,7 +47,6 @@ import socket
 import threading
 import time
 import zlib
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,6 +107,8 @@ class Publication:
     def __init__(self, settings: Settings, name: str):
         self.settings = settings
         self.name = name  # this collection's; the vectors' is `name` without SUFFIX
+        self._opened: tuple | None = None  # (client, collection)
+        self._lock = threading.Lock()
 
     @classmethod
     def of_index(cls, settings: Settings, index_dir: Path | None = None) -> "Publication":
@@ -119,55 +120,65 @@ class Publication:
         return cls(settings, f"qa-index-{index_name}{SUFFIX}")
 
     def _collection(self, create: bool = False):
-        client = _client(self.settings, self.settings.index_dir)
-        try:
-            if create:
-                return client, client.get_or_create_collection(self.name, embedding_function=None)
-            return client, client.get_collection(self.name, embedding_function=None)
-        except BaseException:
-            client.close()
-            raise
+        """The collection, through one client kept for this object's life (making one costs ~0.1 s)."""
+        with self._lock:
+            if self._opened is None:
+                client = _client(self.settings, self.settings.index_dir)
+                try:
+                    get = client.get_or_create_collection if create else client.get_collection
+                    self._opened = (client, get(self.name, embedding_function=None))
+                except BaseException:
+                    client.close()
+                    raise
+            return self._opened[1]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._opened is not None:
+                self._opened[0].close()
+                self._opened = None
 
     def _call(self, what: str, action, create: bool = False):
-        """Run `action(collection)`; a server that cannot do it is a StoreError saying what failed."""
+        """Run `action(collection)`; a server that cannot do it is a StoreError saying what failed (and
+        the client is made anew next time: the server may have restarted or lost the collection)."""
         from chromadb.errors import NotFoundError
 
         try:
-            client, collection = self._collection(create)
-            with closing(client):
-                return action(collection)
+            return action(self._collection(create))
         except StoreError:
             raise
         except NotFoundError:
+            self.close()
             raise StoreError(f"no index is published as {self.name} on the Chroma server at {self.settings.chroma_url}; "
                              "build it there with `qa index` (QA_CHROMA_URL set), which prints the name to serve") from None
         except Exception as err:
+            self.close()
             raise StoreError(f"cannot {what} on the Chroma server at {self.settings.chroma_url} "
                              f"({type(err).__name__}: {err})") from err
 
     # -- the build's side
 
-    def missing(self, keys: list[Key]) -> list[Key]:
-        """The payloads the server does not hold (whole), of these."""
+    def missing(self, keys: list[Key], version: str) -> tuple[list[Key], bool]:
+        """The payloads the server does not hold (whole), of these, and whether it lacks the version's manifest."""
         def find(collection) -> set[str]:
             found: set[str] = set()
             batch = collection._client.get_max_batch_size()
-            ids = [_part_id(f"{sid}@{emb}", 0) for sid, emb in keys]
+            ids = [_part_id(f"{sid}@{emb}", 0) for sid, emb in keys] + [_part_id(f"version@{version}", 0)]
             for i in range(0, len(ids), batch):
                 found.update(collection.get(ids=ids[i : i + batch], include=[])["ids"])
             return found
         found = self._call("look up published sources", find, create=True)
-        return [key for key in keys if _part_id(f"{key[0]}@{key[1]}", 0) not in found]
+        return ([key for key in keys if _part_id(f"{key[0]}@{key[1]}", 0) not in found],
+                _part_id(f"version@{version}", 0) not in found)
 
-    def add_sources(self, payloads: dict[Key, str]) -> None:
+    def add(self, payloads: dict[Key, str], manifest: dict | None = None) -> None:
+        """Payloads and a version's manifest, in one request when they are few."""
         records = [(f"{sid}@{emb}", text, {"kind": "source", "source_id": sid, "embedded": emb})
                    for (sid, emb), text in payloads.items()]
-        self._call("publish sources", lambda c: _put(c, records), create=True)
-
-    def add_version(self, manifest: dict) -> None:
-        record = (f"version@{manifest['version']}", json.dumps(manifest, ensure_ascii=False),
-                  {"kind": "version", "version": manifest["version"]})
-        self._call("publish the manifest", lambda c: _put(c, [record]), create=True)
+        if manifest is not None:
+            text = base64.b64encode(zlib.compress(json.dumps(manifest, ensure_ascii=False).encode(), 6)).decode("ascii")
+            records.append((f"version@{manifest['version']}", text, {"kind": "version", "version": manifest["version"]}))
+        self._call("publish the index", lambda c: _put(c, records), create=True)
 
     def set_current(self, version: str) -> None:
         self._call("switch the published version", lambda c: c.upsert(
@@ -191,7 +202,11 @@ class Publication:
         text = self._call("read a published manifest", lambda c: _take(c, [f"version@{version}"])).get(f"version@{version}")
         if text is None:
             raise versions.IndexUnavailable(f"index version {version} is no longer published on {self.settings.chroma_url}")
-        manifest = json.loads(text)
+        try:
+            manifest = json.loads(zlib.decompress(base64.b64decode(text)))
+        except (ValueError, zlib.error) as err:
+            raise versions.IndexUnavailable(f"the published manifest of index version {version} is unreadable ({err}); "
+                                            f"{versions.FULL_REBUILD_HINT} on the build machine") from err
         if manifest.get("checksum") != versions.manifest_checksum(manifest) or manifest.get("version") != version:
             raise versions.IndexUnavailable(f"the published manifest of index version {version} fails its checksum; "
                                             f"{versions.FULL_REBUILD_HINT} on the build machine")
@@ -238,19 +253,33 @@ class Publication:
         return self._call("read the stateless workers' leases", read, create=True)
 
     def prune(self, keys: set[str], stale: dict[str, list[str]], remaining: list[str]) -> None:
-        """Delete payloads embedded by none of `keys`, those of `stale` (embedding version -> source ids),
-        and manifests of versions not `remaining`."""
-        def delete(collection) -> None:
-            if keys:
-                collection.delete(where={"$and": [{"kind": "source"}, {"embedded": {"$nin": sorted(keys)}}]})
-            else:  # no version remains ($nin refuses an empty list)
-                collection.delete(where={"kind": "source"})
-            for key, sids in stale.items():
-                collection.delete(where={"$and": [{"kind": "source"}, {"embedded": key}, {"source_id": {"$in": sids}}]})
-            gone = {"kind": "version"} if not remaining else {"$and": [{"kind": "version"}, {"version": {"$nin": remaining}}]}
-            collection.delete(where=gone)
-        self._call("delete old published data", delete, create=True)
+        """Delete, from the index's vectors and from what is published, the records no remaining
+        version uses: those embedded by none of `keys` (the embedding versions remaining versions
+        name; a killed build's are not), those of `stale` (embedding version -> source ids no
+        remaining version takes from it), and the manifests of versions not `remaining`."""
+        from chromadb.errors import NotFoundError
 
+        vectors = self.name.removesuffix(SUFFIX)
+        gone = [{"$and": [{"embedded": key}, {"source_id": {"$in": sids}}]} for key, sids in stale.items()]
+        source = {"kind": "source"}
+        clauses = [{"$and": [source, {"embedded": {"$nin": sorted(keys)}}]} if keys else source]  # $nin refuses []
+        clauses += [{"$and": [source, clause]} for clause in gone]
+        clauses.append({"$and": [{"kind": "version"}, {"version": {"$nin": remaining}}]} if remaining else {"kind": "version"})
+
+        def delete(collection) -> None:
+            client = self._opened[0]
+            try:
+                if not keys:
+                    client.delete_collection(vectors)
+                else:
+                    unused = [{"embedded": {"$nin": sorted(keys)}}, *gone]
+                    client.get_collection(vectors, embedding_function=None).delete(
+                        where={"$or": unused} if len(unused) > 1 else unused[0])
+            except NotFoundError:
+                pass
+            # One delete per collection: each is a scan of its metadata on the server.
+            collection.delete(where={"$or": clauses})
+        self._call("delete old records", delete, create=True)
 
 def _part_id(name: str, part: int) -> str:
     return f"{name}#{part}"

@@ -7,7 +7,7 @@ index's `ID` file, so several indexes can share a server), shared by every versi
 (Chroma can fork a collection only when hosted): a record's id is its chunk id and the version
 that embedded it (`a#0@<version>`), so versions share the records of unchanged sources and a build
 adds only the records of what it embedded. A version's query keeps the records it names; the
-clean-up after a build deletes the records no remaining version names. Embeddings are always
+clean-up after a build deletes the records no remaining version names (`qa.published`). Embeddings are always
 passed in: Chroma's default embedding function downloads a model.
 
 Usage:
@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from contextlib import closing
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -136,27 +136,6 @@ class VectorStore:
                 pass
             except Exception as err:
                 raise StoreError(f"cannot drop Chroma collection {LEGACY_PREFIX}{version} at {settings.chroma_url}: {err}") from err
-
-    @staticmethod
-    def prune(settings: Settings, index_dir: Path, keys: set[str], stale: dict[str, list[str]]) -> None:
-        """Delete the server's shared records no remaining version uses: those embedded by none of
-        `keys` (the embedding versions remaining versions name; a killed build's are not), and those
-        of `stale` (embedding version -> source ids no remaining version takes from it). Raises
-        StoreError when the server cannot do it."""
-        name = collection_name(replace(settings, index_dir=index_dir))
-        try:
-            with closing(_client(settings, index_dir)) as client:
-                if not keys:
-                    client.delete_collection(name)
-                    return
-                collection = client.get_collection(name, embedding_function=None)
-                collection.delete(where={"embedded": {"$nin": sorted(keys)}})
-                for key, sids in stale.items():
-                    collection.delete(where={"$and": [{"embedded": key}, {"source_id": {"$in": sids}}]})
-        except NotFoundError:
-            pass
-        except Exception as err:
-            raise StoreError(f"cannot delete old records of Chroma collection {name} at {settings.chroma_url}: {err}") from err
 
     @property
     def name(self) -> str:

@@ -34,6 +34,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 from qa.config import Settings
 
@@ -139,6 +140,14 @@ def index_id(index_dir: Path) -> str:
     return name
 
 
+def recorded_id(index_dir: Path) -> str | None:
+    """The name the `ID` file holds, whether or not it was made in this folder."""
+    try:
+        return (index_dir / INDEX_ID).read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def publish(index_dir: Path, folder: Path, manifest: dict, files: tuple[str, ...]) -> str | None:
     """Seal the version, then switch `CURRENT` to it. Returns the version replaced."""
     seal(folder, manifest, files)
@@ -173,17 +182,30 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def clean_up(settings: Settings, keep: set[str]) -> list[str]:
+def clean_up(settings: Settings, keep: set[str], publication=None) -> list[str]:
     """Delete versions neither kept nor held by a live lease; retry what an earlier clean-up could
-    not finish. Returns a warning for each version that could not be deleted yet."""
+    not finish. Returns a warning for each version that could not be deleted yet. On a Chroma
+    server, `publication` (a `qa.published.Publication`; made and closed here if None) deletes the records."""
     from qa.published import Publication
+
+    own = publication is None and settings.chroma_url
+    if own:
+        publication = Publication.of_index(settings)
+    try:
+        return _clean_up(settings, keep, publication)
+    finally:
+        if own:
+            publication.close()
+
+
+def _clean_up(settings: Settings, keep: set[str], publication) -> list[str]:
     from qa.store import StoreError, VectorStore
 
     index_dir = settings.index_dir
     keep = keep | held_versions(index_dir) | {current_version(index_dir)} - {None}
-    if settings.chroma_url:  # what stateless workers hold, and the published current version
+    if publication is not None:  # what stateless workers hold, and the published current version
         try:
-            keep |= Publication.of_index(settings).held()
+            keep |= publication.held()
         except StoreError as err:  # without their leases, nothing may go
             return [f"could not read the stateless workers' leases ({err}); old index versions are kept until the next build"]
     trash = index_dir / TRASH
@@ -198,19 +220,21 @@ def clean_up(settings: Settings, keep: set[str]) -> list[str]:
                 (path / MANIFEST).unlink(missing_ok=True)
                 doomed.append(path)
     gone = doomed + (sorted(trash.iterdir()) if trash.is_dir() else [])
+    manifests: dict[Path, dict | None] = {}
     if settings.chroma_url:  # before the folders go: their manifests say which shared records they used
         remaining = sorted(versions.iterdir()) if versions.is_dir() else []
-        keys, stale = _unused(_records(remaining), _records(gone))
+        manifests = {path: _manifest_or_none(path) for path in remaining + gone}
+        keys, stale = _unused(_records(manifests[p] for p in remaining), _records(manifests[p] for p in gone))
         try:
-            VectorStore.prune(settings, index_dir, keys, stale)
-            Publication.of_index(settings).prune(keys, stale, [path.name for path in remaining])
+            publication.prune(keys, stale, [path.name for path in remaining])
         except Exception as err:  # the versions stay in trash/: the next clean-up tries again
             return [f"could not delete the vector records of index versions {', '.join(p.name for p in gone)} "
                     f"({type(err).__name__}: {err}); the next build will try again"]
     warnings = []
     for path in gone:
         try:
-            VectorStore.drop(settings, path, path.name)
+            if not (manifests.get(path) or {}).get("collection"):  # a format before 5: its own collection
+                VectorStore.drop(settings, path, path.name)
             shutil.rmtree(path)
         except Exception as err:  # kept in trash/: the next clean-up tries again
             warnings.append(f"could not delete index version {path.name} ({type(err).__name__}: {err}); "
@@ -229,16 +253,18 @@ def _unused(live: set[tuple[str, str]], gone: set[tuple[str, str]]) -> tuple[set
     return keys, stale
 
 
-def _records(folders: list[Path]) -> set[tuple[str, str]]:
+def _manifest_or_none(folder: Path) -> dict | None:
+    try:
+        return read_manifest(folder)
+    except IndexUnavailable:
+        return None
+
+
+def _records(manifests: Iterable[dict | None]) -> set[tuple[str, str]]:
     """(source id, version that embedded it) of each source of these versions; a version whose
-    manifest cannot be read names none (it cannot be served either)."""
-    named = set()
-    for folder in folders:
-        try:
-            named.update((sid, entry["embedded"]) for sid, entry in read_manifest(folder)["sources"].items() if "embedded" in entry)
-        except IndexUnavailable:
-            pass
-    return named
+    manifest cannot be read (None) names none (it cannot be served either)."""
+    return {(sid, entry["embedded"]) for manifest in manifests if manifest
+            for sid, entry in manifest["sources"].items() if "embedded" in entry}
 
 
 # Leases: which versions this process holds, per index folder, written to leases/ on every change.

@@ -154,7 +154,9 @@ def test_a_copied_index_gets_its_own_collection_and_both_keep_answering(chroma_s
     copy = Settings.from_env({"sources_dir": copy_sources, "index_dir": tmp_path / "b", "chroma_url": chroma_server.url,
                               "sources_origin": "--sources"})
     _edit(copy_sources)
-    IndexBuilder(copy, embedder=embedder).run()  # the copy's clean-up drops the shared first version
+    copied = IndexBuilder(copy, embedder=embedder).run()  # the copy's clean-up drops the shared first version
+    named = (tmp_path / "a" / "ID").read_text().split()[0]
+    assert copied.published != named and any(f"QA_CHROMA_INDEX={copied.published}" in w for w in copied.warnings)
     _edit(sources_copy)
     (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
     IndexBuilder(original, embedder=embedder).run()
