@@ -57,8 +57,8 @@ from qa.store import StoreError, _client, collection_name
 from qa import versions
 
 SUFFIX = "-published"
-PART_CHARS = 256_000  # per record: a get of GET_BATCH records stays well under Chroma's request limits
-GET_BATCH = 64
+PART_CHARS = 256_000  # text per record: a request of RECORDS_PER_REQUEST records stays under 17 MB
+RECORDS_PER_REQUEST = 64  # records per get or upsert
 CURRENT_TTL = 1.0  # a worker looks for a new current version at most this often (seconds)
 ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
 _HOST = socket.gethostname()
@@ -294,21 +294,21 @@ def _put(collection, records: list[tuple[str, str, dict]]) -> None:
                                                    "data": text[part * PART_CHARS : (part + 1) * PART_CHARS]})
                     for part in range(parts))
     rows.sort(key=lambda row: -row[0])
-    for i in range(0, len(rows), GET_BATCH):
-        batch = rows[i : i + GET_BATCH]
+    for i in range(0, len(rows), RECORDS_PER_REQUEST):
+        batch = rows[i : i + RECORDS_PER_REQUEST]
         collection.upsert(ids=[r[1] for r in batch], embeddings=[_placeholder(r[1]) for r in batch], metadatas=[r[2] for r in batch])
 
 
 def _take(collection, names: list[str]) -> dict[str, str]:
     """The whole texts of these names that the collection holds."""
     firsts: dict[str, dict] = {}
-    for i in range(0, len(names), GET_BATCH):
-        got = collection.get(ids=[_part_id(n, 0) for n in names[i : i + GET_BATCH]], include=["metadatas"])
+    for i in range(0, len(names), RECORDS_PER_REQUEST):
+        got = collection.get(ids=[_part_id(n, 0) for n in names[i : i + RECORDS_PER_REQUEST]], include=["metadatas"])
         firsts.update((m["name"], m) for m in got["metadatas"])
     rest = [_part_id(name, part) for name, m in firsts.items() for part in range(1, m["parts"])]
     parts: dict[str, str] = {}
-    for i in range(0, len(rest), GET_BATCH):
-        got = collection.get(ids=rest[i : i + GET_BATCH], include=["metadatas"])
+    for i in range(0, len(rest), RECORDS_PER_REQUEST):
+        got = collection.get(ids=rest[i : i + RECORDS_PER_REQUEST], include=["metadatas"])
         parts.update(zip(got["ids"], (m["data"] for m in got["metadatas"])))
     texts = {}
     for name, first in firsts.items():

@@ -16,10 +16,10 @@ from qa.indexing import ARRAYS, IndexBuilder, current_version, load_index
 from qa.published import Publication
 from qa.retrieval import Retriever
 from qa.service import QAService
-from tests.conftest import QA, Server
+from tests.conftest import QA, ROOT, Server
 from tests.test_lifecycle import EDITED, NEW_SENTENCE, _edit
 
-QUESTIONS = [json.loads(line)["question"] for line in open("eval/questions.jsonl", encoding="utf-8")][:12]
+QUESTIONS = [json.loads(line)["question"] for line in open(ROOT / "eval" / "questions.jsonl", encoding="utf-8")][:12]
 
 
 def _settings(chroma, **values) -> Settings:
