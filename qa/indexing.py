@@ -335,7 +335,7 @@ class _Rows:
 
     def __init__(self, base: _Base | None, folder: Path, sentences: int, chunks: int, dim: int):
         self.base = base
-        self.files: dict[str, tuple] = {}  # name -> (file, dtype, rows declared, rows written)
+        self.files: dict[str, list] = {}  # name -> [file, dtype, rows declared, rows written]
         self.terms: list[TermCounts] = []
         self.chunk_lines: list[bytes] = []
         self.run: tuple[int, int, int, int] | None = None  # chunks [lo, hi) and sentences [lo, hi) in base
