@@ -47,8 +47,6 @@ import socket
 import threading
 import time
 import zlib
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -60,7 +58,6 @@ SUFFIX = "-published"
 PART_CHARS = 256_000  # text per record: a request of RECORDS_PER_REQUEST records stays under 17 MB
 RECORDS_PER_REQUEST = 64  # records per get or upsert
 CURRENT_TTL = 1.0  # a worker looks for a new current version at most this often (seconds)
-ARRAYS = ("sentence_spans", "sentence_vectors", "chunk_rows", "chunk_vectors")
 _HOST = socket.gethostname()
 _TOKEN = secrets.token_hex(4)
 VERSION_NAME = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")  # qa.versions.new_version's
@@ -69,9 +66,9 @@ Key = tuple[str, str]  # (source id, version that embedded it)
 
 
 def encode_payload(arrays: dict[str, np.ndarray], source_line: bytes, chunk_lines: list[bytes]) -> str:
-    """One source's rows and lines as text for a metadata value."""
+    """One source's rows (named arrays) and lines as text for a metadata value."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{name: np.ascontiguousarray(arrays[name]) for name in ARRAYS},
+    np.savez_compressed(buffer, **{name: np.ascontiguousarray(rows) for name, rows in arrays.items()},
                         source=np.frombuffer(source_line, np.uint8), chunks=np.frombuffer(b"".join(chunk_lines), np.uint8))
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -79,7 +76,7 @@ def encode_payload(arrays: dict[str, np.ndarray], source_line: bytes, chunk_line
 def decode_payload(text: str) -> tuple[dict[str, np.ndarray], bytes, list[bytes]]:
     """The arrays (chunk rows relative to the source's first sentence), sources.jsonl line and chunks.jsonl lines."""
     with np.load(io.BytesIO(base64.b64decode(text))) as npz:
-        arrays = {name: npz[name] for name in ARRAYS}
+        arrays = {name: npz[name] for name in npz.files if name not in ("source", "chunks")}
         return arrays, npz["source"].tobytes(), npz["chunks"].tobytes().splitlines(keepends=True)
 
 
@@ -111,9 +108,9 @@ class Publication:
         self._lock = threading.Lock()
 
     @classmethod
-    def of_index(cls, settings: Settings, index_dir: Path | None = None) -> "Publication":
-        """The publication of the index built in `index_dir` (default: settings.index_dir)."""
-        return cls(settings, collection_name(replace(settings, index_dir=index_dir or settings.index_dir)) + SUFFIX)
+    def of_index(cls, settings: Settings) -> "Publication":
+        """The publication of the index built in `settings.index_dir`."""
+        return cls(settings, collection_name(settings) + SUFFIX)
 
     @classmethod
     def named(cls, settings: Settings, index_name: str) -> "Publication":
@@ -163,18 +160,18 @@ class Publication:
         def find(collection) -> set[str]:
             found: set[str] = set()
             batch = collection._client.get_max_batch_size()
-            ids = [_part_id(f"{sid}@{emb}", 0) for sid, emb in keys] + [_part_id(f"version@{version}", 0)]
+            ids = [_part_id(_source_name(key), 0) for key in keys] + [_part_id(f"version@{version}", 0)]
             for i in range(0, len(ids), batch):
                 found.update(collection.get(ids=ids[i : i + batch], include=[])["ids"])
             return found
         found = self._call("look up published sources", find, create=True)
-        return ([key for key in keys if _part_id(f"{key[0]}@{key[1]}", 0) not in found],
+        return ([key for key in keys if _part_id(_source_name(key), 0) not in found],
                 _part_id(f"version@{version}", 0) not in found)
 
     def add(self, payloads: dict[Key, str], manifest: dict | None = None) -> None:
         """Payloads and a version's manifest, in one request when they are few."""
-        records = [(f"{sid}@{emb}", text, {"kind": "source", "source_id": sid, "embedded": emb})
-                   for (sid, emb), text in payloads.items()]
+        records = [(_source_name(key), text, {"kind": "source", "source_id": key[0], "embedded": key[1]})
+                   for key, text in payloads.items()]
         if manifest is not None:
             text = base64.b64encode(zlib.compress(json.dumps(manifest, ensure_ascii=False).encode(), 6)).decode("ascii")
             records.append((f"version@{manifest['version']}", text, {"kind": "version", "version": manifest["version"]}))
@@ -214,7 +211,7 @@ class Publication:
 
     def payloads(self, keys: list[Key]) -> dict[Key, str]:
         """Raises IndexUnavailable naming what the server lacks."""
-        names = {f"{sid}@{emb}": (sid, emb) for sid, emb in keys}
+        names = {_source_name(key): key for key in keys}
         texts = self._call("read published sources", lambda c: _take(c, list(names)))
         lacking = sorted(set(names) - set(texts))
         if lacking:
@@ -280,6 +277,10 @@ class Publication:
             # One delete per collection: each is a scan of its metadata on the server.
             collection.delete(where={"$or": clauses})
         self._call("delete old records", delete, create=True)
+
+def _source_name(key: Key) -> str:
+    return f"{key[0]}@{key[1]}"
+
 
 def _part_id(name: str, part: int) -> str:
     return f"{name}#{part}"

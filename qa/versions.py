@@ -18,7 +18,7 @@ removal that fails is reported and retried by the next clean-up.
 
 Usage:
     >>> version = pin(index_dir)            # held until release(index_dir, version)
-    >>> replaced = publish(index_dir, version_dir, manifest, files)
+    >>> manifest = seal(version_dir, manifest, files); switch(index_dir, version)
     >>> warnings = clean_up(settings, keep={version})
 """
 from __future__ import annotations
@@ -148,12 +148,6 @@ def recorded_id(index_dir: Path) -> str | None:
         return None
 
 
-def publish(index_dir: Path, folder: Path, manifest: dict, files: tuple[str, ...]) -> str | None:
-    """Seal the version, then switch `CURRENT` to it. Returns the version replaced."""
-    seal(folder, manifest, files)
-    return switch(index_dir, folder.name)
-
-
 def seal(folder: Path, manifest: dict, files: tuple[str, ...]) -> dict:
     """Checksum `files` and write the manifest, last: the version is complete. Returns the manifest written."""
     manifest = {**manifest, "files": {name: file_sha256(folder / name) for name in files}}
@@ -163,11 +157,9 @@ def seal(folder: Path, manifest: dict, files: tuple[str, ...]) -> dict:
     return manifest
 
 
-def switch(index_dir: Path, version: str) -> str | None:
-    """Make `version` the one served. Returns the version replaced."""
-    replaced = current_version(index_dir)
+def switch(index_dir: Path, version: str) -> None:
+    """Make `version` the one served."""
     write_atomic(index_dir / CURRENT, version + "\n")
-    return replaced
 
 
 def write_atomic(path: Path, text: str) -> None:
