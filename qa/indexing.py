@@ -2,8 +2,8 @@
 
 A version folder holds manifest.json (last written, checksummed), sources.jsonl and chunks.jsonl
 (one line per source, per chunk), one `.npy` per array (sentence and chunk vectors as float16,
-sentence spans, each chunk's sentence rows, each chunk's BM25 term counts), terms.json, bm25/ and
-chroma/ (embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is
+sentence spans, each chunk's sentence rows, each chunk's BM25 term counts), terms.json, the
+readings ranking needs of each sentence and chunk context (`qa.readings`), bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is
 `qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them from the one
 page cache, and only the rows a request touches are read from disk.
 
@@ -43,6 +43,8 @@ from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
 from qa.lexical import LexicalIndex, TermCounts, analysis_fingerprint
 from qa.published import Publication, decode_payload, encode_payload
+from qa import readings
+from qa.readings import Readings
 from qa.store import StoreError, VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
@@ -116,6 +118,7 @@ class LoadedIndex:
     chunk_vectors: np.ndarray  # float16 (memory-mapped)
     lexical: LexicalIndex
     store: VectorStore
+    readings: Readings | None  # None: stored by other code than this (`qa.readings`), read from the text
     index_dir: Path | None = None  # set: the version is held in this process's lease until close()
     position: Mapping[str, int] = field(init=False)  # chunk id -> position in `chunks`
 
@@ -141,8 +144,9 @@ TERM_ARRAYS = ("term_rows", "term_ids", "term_counts")  # each chunk's BM25 term
 MIRROR_LOCK_SECONDS = 600  # a stateless worker waits this long for another process copying the same version
 FETCH_BATCH = 64  # payloads a stateless worker holds in memory at a time while copying
 PUBLISH_BATCH = 256  # payloads uploaded per step of a build on a Chroma server
-DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS))
-COPIED_FILES = ("sources.jsonl", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))  # a worker's copy equals the build's
+DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS), *readings.FILES)
+# A worker's copy equals the build's in these (and in the readings when its code reads as the build's did).
+COPIED_FILES = ("sources.jsonl", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))
 
 
 def _check_compatible(manifest: dict, settings: Settings, chunking: bool = True) -> None:
@@ -211,6 +215,13 @@ def _chunk_line(chunk: Chunk) -> bytes:
     return (json.dumps({"id": chunk.id, "source_id": chunk.source_id, "start": chunk.start, "end": chunk.end}) + "\n").encode("utf-8")
 
 
+def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """A source's readings (`qa.readings`) from its stored lines and rows (chunk rows relative to its first sentence)."""
+    spans = list(map(tuple, spans.tolist()))
+    starts = [json.loads(chunk)["start"] for chunk in chunk_lines]
+    return readings.read_source(_source(line), spans, [(start, spans[lo:hi]) for start, (lo, hi) in zip(starts, chunk_rows.tolist())])
+
+
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
     with (version_dir / "sources.jsonl").open(encoding="utf-8") as f:
         sources = {source.id: source for source in map(_source, f)}
@@ -239,6 +250,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
+        readings=Readings(version_dir) if manifest.get("readings") == readings.fingerprint() else None,
         index_dir=settings.index_dir,
     )
 
@@ -271,6 +283,7 @@ class _Base:
     chunk_lines: list[bytes]
     chunks: dict[str, tuple[int, int]]  # source id -> [start, stop) of its chunks
     sentences: dict[str, tuple[int, int]]  # source id -> [start, stop) of its sentence rows
+    readings: Readings | None  # None: made by other code than this, or none stored (an older build)
 
     @classmethod
     def open(cls, settings: Settings, version: str) -> "_Base":
@@ -303,7 +316,13 @@ class _Base:
             source_lines=dict(zip(ids, source_lines)), chunk_lines=chunk_lines,
             chunks={sid: (end - manifest["sources"][sid]["chunks"], end) for sid, end in zip(ids, chunk_ends)},
             sentences={sid: (end - manifest["sources"][sid]["sentences"], end) for sid, end in zip(ids, sentence_ends)},
+            readings=Readings(folder) if manifest.get("readings") == readings.fingerprint() else None,
         )
+
+    def read_again(self, sid: str, line: bytes) -> tuple[list[bytes], list[bytes]]:
+        """A kept source's readings made anew (`line`: its sources.jsonl line, with its current metadata)."""
+        (c0, c1), (s0, s1) = self.chunks[sid], self.sentences[sid]
+        return _read_stored(line, self.arrays["sentence_spans"][s0:s1], self.arrays["chunk_rows"][c0:c1] - s0, self.chunk_lines[c0:c1])
 
     def payload(self, sid: str) -> str:
         """One source's rows and lines, for a Chroma server to hold for stateless workers."""
@@ -327,18 +346,33 @@ class _Base:
         return entry is not None and entry["sha256"] == source.sha256 and _source(self.source_lines[source.id]).text == source.text
 
 
+Run = tuple[int, int, int, int]  # chunks [lo, hi) and sentence rows [lo, hi) of the previous version
+
+
+def _extended(run: Run | None, rows: Run, flush) -> Run:
+    """`run` with the next kept `rows` appended when they follow it; else `flush` it and start anew."""
+    if run and run[1] == rows[0] and run[3] == rows[2]:
+        return (run[0], rows[1], run[2], rows[3])
+    flush()
+    return rows
+
+
 class _Rows:
     """The arrays and lines of a new version, written source by source straight into its files: a
     kept source's rows as a slice of the previous version's (runs of consecutive kept sources copied
     as one), a new one's as made. The totals are known first (the sources' counts), so each .npy
-    header is written before its rows, and no array is ever whole in memory."""
+    header is written before its rows, and no array is ever whole in memory. The readings
+    (`qa.readings`) likewise: a kept source's lines copied, unless they were read by other code
+    or its metadata (its title) changed: then read again."""
 
     def __init__(self, base: _Base | None, folder: Path, sentences: int, chunks: int, dim: int):
         self.base = base
         self.files: dict[str, list] = {}  # name -> [file, dtype, rows declared, rows written]
         self.terms: list[TermCounts] = []
         self.chunk_lines: list[bytes] = []
-        self.run: tuple[int, int, int, int] | None = None  # chunks [lo, hi) and sentences [lo, hi) in base
+        self.run: Run | None = None  # the kept rows whose arrays are still to copy
+        self.reading_run: Run | None = None  # the kept rows whose readings are still to copy
+        self.line_lengths: dict[str, list[np.ndarray]] = {readings.SENTENCES: [], readings.CONTEXTS: []}
         self.sentences = 0
         try:
             for name in ARRAYS:
@@ -348,6 +382,8 @@ class _Rows:
                 self.files[name] = [f, dtype, rows, 0]
                 np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                                                          "fortran_order": False, "shape": (rows, width)})
+            for name, rows in ((readings.SENTENCES, sentences), (readings.CONTEXTS, chunks)):
+                self.files[name] = [(folder / f"{name}.jsonl").open("wb"), None, rows, 0]
         except BaseException:
             self.close()
             raise
@@ -367,17 +403,32 @@ class _Rows:
         entry[0].write(np.ascontiguousarray(rows, dtype=entry[1]).data)
         entry[3] += len(rows)
 
-    def keep(self, sid: str) -> None:
-        (c0, c1), (s0, s1) = self.base.chunks[sid], self.base.sentences[sid]
-        if self.run and self.run[1] == c0 and self.run[3] == s0:
-            self.run = (self.run[0], c1, self.run[2], s1)
-        else:
-            self.flush()
-            self.run = (c0, c1, s0, s1)
+    def _lines(self, name: str, data: bytes, lengths: np.ndarray | list[int]) -> None:
+        entry = self.files[name]
+        entry[0].write(data)
+        entry[3] += len(lengths)
+        self.line_lengths[name].append(np.asarray(lengths, dtype=np.int64))
 
-    def add(self, arrays: dict[str, np.ndarray], chunk_lines: list[bytes], terms: TermCounts) -> None:
-        """A source's rows (its chunk rows relative to its first sentence) and chunks.jsonl lines."""
+    def _read(self, sentence_lines: list[bytes], context_lines: list[bytes]) -> None:
+        self._lines(readings.SENTENCES, b"".join(sentence_lines), list(map(len, sentence_lines)))
+        self._lines(readings.CONTEXTS, b"".join(context_lines), list(map(len, context_lines)))
+
+    def keep(self, sid: str, line: bytes | None = None) -> None:
+        """`line`: the source's new sources.jsonl line when its metadata changed."""
+        rows = (*self.base.chunks[sid], *self.base.sentences[sid])
+        self.run = _extended(self.run, rows, self.flush)
+        if self.base.readings is None or line is not None:
+            self.flush_readings()
+            self._read(*self.base.read_again(sid, line or self.base.source_lines[sid]))
+        else:
+            self.reading_run = _extended(self.reading_run, rows, self.flush_readings)
+
+    def add(self, arrays: dict[str, np.ndarray], chunk_lines: list[bytes], terms: TermCounts,
+            reading_lines: tuple[list[bytes], list[bytes]]) -> None:
+        """A source's rows (its chunk rows relative to its first sentence), chunks.jsonl lines and readings."""
         self.flush()
+        self.flush_readings()
+        self._read(*reading_lines)
         self._write("sentence_spans", arrays["sentence_spans"])
         self._write("sentence_vectors", arrays["sentence_vectors"])
         self._write("chunk_rows", arrays["chunk_rows"] + self.sentences)
@@ -399,13 +450,24 @@ class _Rows:
         self.sentences += s1 - s0
         self.run = None
 
+    def flush_readings(self) -> None:
+        if self.reading_run is None:
+            return
+        c0, c1, s0, s1 = self.reading_run
+        self._lines(readings.SENTENCES, *self.base.readings.rows(readings.SENTENCES, s0, s1))
+        self._lines(readings.CONTEXTS, *self.base.readings.rows(readings.CONTEXTS, c0, c1))
+        self.reading_run = None
+
     def save(self, folder: Path, vocabulary: dict[str, int], source_lines: list[bytes]) -> None:
         """The version's other data files; BM25 scored from the term counts."""
         self.flush()
+        self.flush_readings()
         self.close()
         for name, (_, _, declared, written) in self.files.items():
             if declared != written:  # the counts the headers were written from disagree with the rows
-                raise IndexUnavailable(f"{name}.npy got {written} rows, its header says {declared}; {FULL_REBUILD_HINT}")
+                raise IndexUnavailable(f"{name} got {written} rows, the sources' counts say {declared}; {FULL_REBUILD_HINT}")
+        for name, lengths in self.line_lengths.items():
+            np.save(folder / f"{name}_offsets.npy", np.concatenate([[0], *lengths]).cumsum())
         lexical, terms = LexicalIndex.from_counts(TermCounts.concat(self.terms, list(vocabulary)))
         lexical.save(folder / "bm25")
         (folder / "sources.jsonl").write_bytes(b"".join(source_lines))
@@ -588,7 +650,7 @@ class IndexBuilder:
         metas = {s.id: dict(vars(s.meta)) for s in sources}  # its fields (asdict's deep copy costs 30x more)
         # Up to date also in what it remembers of the files: else a touched file would be read by every build.
         if (base and same_reading and not (added or updated or removed) and scan.files == base.files()
-                and all(base_sources[sid]["meta"] == metas[sid] for sid in metas)):
+                and all(base_sources[sid]["meta"] == metas[sid] for sid in metas) and base.readings is not None):
             warnings = []
             try:  # what an earlier build could not publish (or one before publishing existed)
                 if published := self._publish(base):
@@ -611,15 +673,17 @@ class IndexBuilder:
         source_lines = []
         with _Rows(base, version_dir, sum(n for _, n in counts.values()), sum(n for n, _ in counts.values()), dim) as rows:
             for source in sources:
-                if source.id in fresh:
-                    data = fresh[source.id]
-                    rows.add(data.arrays(), list(map(_chunk_line, data.chunks)), TermCounts.of([c.text for c in data.chunks], vocabulary))
-                else:
-                    rows.keep(source.id)
                 if isinstance(source, Source):
                     source_lines.append(_source_line(source))
                 else:
                     source_lines.append(_line_with_meta(base.source_lines[source.id], metas[source.id], base_sources[source.id]["meta"]))
+                if source.id in fresh:
+                    data = fresh[source.id]
+                    spans = list(map(tuple, data.sentence_spans.tolist()))
+                    rows.add(data.arrays(), list(map(_chunk_line, data.chunks)), TermCounts.of([c.text for c in data.chunks], vocabulary),
+                             readings.read_source(source, spans, [(c.start, c.sentences) for c in data.chunks]))
+                else:
+                    rows.keep(source.id, None if source_lines[-1] == base.source_lines[source.id] else source_lines[-1])
             rows.save(version_dir, vocabulary, source_lines)
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
@@ -663,6 +727,7 @@ class IndexBuilder:
             "sources_dir": str(settings.sources_dir.resolve()),
             "reading": fingerprint,
             "lexical": analysis_fingerprint(),
+            "readings": readings.fingerprint(),
             "source_files": {name: {"stamp": r.stamp, "sources": r.sources, "problems": [astuple(p) for p in r.problems]}
                              for name, r in scan.files.items()},
         }
@@ -792,8 +857,8 @@ def _copy_published(settings: Settings, publication: Publication, manifest: dict
     with _Rows(base, folder, sentences, manifest["chunk_count"], manifest["model"]["dimension"]) as rows:
         for sid, entry in entries.items():
             if sid in kept:
-                rows.keep(sid)
                 source_lines.append(_line_with_meta(base.source_lines[sid], entry["meta"], base.manifest["sources"][sid]["meta"]))
+                rows.keep(sid, None if source_lines[-1] == base.source_lines[sid] else source_lines[-1])
                 continue
             key = (sid, entry["embedded"])
             if key not in fetched:  # the next batch, in index order: a batch of payloads in memory at a time
@@ -803,15 +868,17 @@ def _copy_published(settings: Settings, publication: Publication, manifest: dict
             if (len(chunk_lines), len(arrays["sentence_spans"])) != (entry["chunks"], entry["sentences"]):
                 raise IndexUnavailable(f"the published data of source {sid} does not match the manifest of version "
                                        f"{manifest['version']}; {FULL_REBUILD_HINT} on the build machine")
+            source_lines.append(_line_with_meta(line, entry["meta"]))
             text = json.loads(line)["text"]
             spans = [json.loads(chunk) for chunk in chunk_lines]
-            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary))
-            source_lines.append(_line_with_meta(line, entry["meta"]))
+            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary),
+                     _read_stored(source_lines[-1], arrays["sentence_spans"], arrays["chunk_rows"], chunk_lines))
         rows.save(folder, vocabulary, source_lines)
-    for name in COPIED_FILES:  # what the build wrote: any difference is damage on the way
+    same_reading = manifest.get("readings") == readings.fingerprint()
+    for name in COPIED_FILES + (readings.FILES if same_reading else ()):  # what the build wrote: any difference is damage on the way
         if versions.file_sha256(folder / name) != manifest["files"][name]:
             raise IndexUnavailable(f"the copy of index version {manifest['version']} differs from the build's {name}; "
                                    f"{FULL_REBUILD_HINT} on the build machine")
     # Its own BM25 analysis and term files: the manifest is sealed again over them.
     local = {k: v for k, v in manifest.items() if k not in ("files", "checksum")}
-    versions.seal(folder, {**local, "lexical": analysis_fingerprint()}, DATA_FILES)
+    versions.seal(folder, {**local, "lexical": analysis_fingerprint(), "readings": readings.fingerprint()}, DATA_FILES)

@@ -29,13 +29,14 @@ from typing import Literal
 
 import numpy as np
 
-from qa.data import Answer, Chunk, Hit, Source
+from qa.data import Answer, Hit
 from qa.embedding import Embedder
 from qa.filters import Selection
 from qa.indexing import LoadedIndex
 from qa.lexical import terms as analyze
 from qa.ranker import MODEL_FILE, RankerError, RankerModel
-from qa.signals import TextFacts, agreement, read_question, read_text
+from qa.readings import SentenceFacts, context, read
+from qa.signals import TextFacts, agreement, read_question
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
@@ -60,18 +61,10 @@ TOP_FEATURES = ("top_score", "names_in_top", "top_constraints", "top_conflict", 
 POOL_FEATURES = ("top_sentence_cos", "constraints_met", "typed_sentence", "unknown_terms", "best_coverage")
 QUESTION_FEATURES = TOP_FEATURES + POOL_FEATURES
 NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
-HEADING_MAX_WORDS = 12
-HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
 # Question-independent readings kept across questions, least recently used dropped first
 # (a few KB each: tens of MB per worker at most).
 CACHE_SENTENCES = 20_000
 CACHE_PASSAGES = 5_000
-
-
-@dataclass(frozen=True)
-class SentenceFacts:
-    terms: frozenset[str]
-    facts: TextFacts
 
 
 @dataclass
@@ -106,11 +99,6 @@ class Candidates:
             f[COLUMN["sentence_context_coverage"]],
             self.question,
         ]
-
-
-def _looks_like_heading(line: str) -> bool:
-    words = line.split()
-    return 0 < len(words) <= HEADING_MAX_WORDS and line.rstrip()[-1] not in ".!?;:,\"”’)" and line[0].isupper()
 
 
 @dataclass
@@ -266,38 +254,41 @@ class Retriever:
         return round(float(self.ranker.abstention.probability(pool.question_row(row_scores)[None, :])[0]), 4)
 
     def _sentence(self, index: LoadedIndex, source_id: str, start: int, end: int) -> SentenceFacts:
-        """Terms and facts of one sentence; question-independent, so cached across questions."""
+        """Terms and facts of one sentence read from its text (an index without stored readings);
+        question-independent, so cached across questions."""
         key = (index.version, source_id, start, end)
         cached = self._sentences.get(key)
         if cached is not None:
             self._sentences.move_to_end(key)
         else:
-            text = index.sources[source_id].text[start:end]
-            cached = SentenceFacts(frozenset(analyze(text)), read_text(text))
+            cached = read(index.sources[source_id].text[start:end])
             self._sentences[key] = cached
             if len(self._sentences) > CACHE_SENTENCES:
                 self._sentences.popitem(last=False)
         return cached
 
     def _passage(self, index: LoadedIndex, position: int) -> tuple[list[SentenceFacts], SentenceFacts, SentenceFacts]:
-        """A passage's sentences, the passage as a whole, and its context: the source's title and the
-        section heading above it ("The 1998 season" over a paragraph that says only "that year").
-        Question-independent, so cached across questions."""
+        """A passage's sentences, the passage as a whole, and its context (`qa.readings`): stored by
+        the build, else read from the text. Question-independent, so cached across questions."""
         key = (index.version, position)
         cached = self._passages.get(key)
         if cached is not None:
             self._passages.move_to_end(key)
         else:
-            chunk = index.chunks[position]
-            facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
+            if index.readings is not None:
+                lo, hi = index.chunk_rows[position].tolist()
+                facts = [index.readings.sentence(row) for row in range(lo, hi)]
+                around = index.readings.context(position)
+            else:
+                chunk = index.chunks[position]
+                facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
+                around = read(context(index.sources[chunk.source_id], chunk.start, chunk.sentences))
             types = 0
             for f in facts:
                 types |= f.facts.types
             passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)),
                                     TextFacts(frozenset().union(*(f.facts.marks for f in facts)), types))
-            source = index.sources[chunk.source_id]
-            text = "\n".join(t for t in (_title(source), _heading_above(source.text, chunk)) if t)
-            cached = (facts, passage, SentenceFacts(frozenset(analyze(text)), read_text(text)))
+            cached = (facts, passage, around)
             self._passages[key] = cached
             if len(self._passages) > CACHE_PASSAGES:
                 self._passages.popitem(last=False)
@@ -324,27 +315,3 @@ def best_per_passage(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarr
     order = np.lexsort((-row_scores, pool.row_chunk))  # by passage, best sentence first
     firsts = order[np.r_[True, pool.row_chunk[order][1:] != pool.row_chunk[order][:-1]]]
     return firsts, row_scores[firsts]
-
-
-def _title(source: Source) -> str | None:
-    """The title a passage is read under: the stated one, else a plain-text document's heading-like
-    first line (for ranking only: a citation never shows a title the source does not state)."""
-    if source.meta.title:
-        return source.meta.title
-    first = source.text.lstrip().split("\n", 1)[0].strip()
-    return first if first and _looks_like_heading(first) else None
-
-
-def _heading_above(text: str, chunk: Chunk) -> str | None:
-    """The nearest heading-like line (short, capitalised, no closing punctuation, after a blank
-    line) above the passage, unless the passage opens with its own heading."""
-    if len(chunk.sentences) > 1:
-        start, end = chunk.sentences[0]
-        if "\n" not in text[start:end] and text[end:end + 1] == "\n" and _looks_like_heading(text[start:end]):
-            return None
-    lines = text[max(0, chunk.start - HEADING_LOOKBACK) : chunk.start].split("\n")
-    for i in range(len(lines) - 1, -1, -1):
-        line = lines[i].strip()
-        if line and _looks_like_heading(line) and (i == 0 or not lines[i - 1].strip()):
-            return line
-    return None

@@ -1,0 +1,145 @@
+"""What ranking reads in a sentence and in a passage's context, read once when the index is built.
+
+A question reads every sentence of its ~80 candidate passages (BM25 terms and `qa.signals`' dates,
+numbers and answer types, ~85 µs a sentence) and each passage's context: the source's title and
+the section heading above the passage. None of it depends on the question, so a build reads each
+sentence row and each chunk's context once and stores them as lines (`[types, terms, marks]` in
+JSON) beside the vectors: `sentence_readings.jsonl` (one line per sentence row) and
+`context_readings.jsonl` (one per chunk), with their offsets in `.npy` files, memory-mapped when
+loaded. A question then decodes its candidates' lines (a few µs each) instead of reading their
+text, so its cost does not grow with the share of candidates new to a worker.
+
+The lines hold for the code that read them: a version records `fingerprint()` (this module,
+`qa.signals` and the BM25 analysis), a build on a version of another fingerprint reads its kept
+sources again (without embedding them), and a worker whose code differs reads the text as before.
+
+Usage:
+    >>> facts = read("The treaty was signed on 7 May 2025.")
+    >>> decode(encode(facts)) == facts
+    True
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from qa.data import Source
+from qa.lexical import analysis_fingerprint
+from qa.lexical import terms as analyze
+from qa.signals import TextFacts, read_text
+
+SENTENCES, CONTEXTS = "sentence_readings", "context_readings"  # each: <name>.jsonl and <name>_offsets.npy
+FILES = tuple(f"{name}{suffix}" for name in (SENTENCES, CONTEXTS) for suffix in (".jsonl", "_offsets.npy"))
+HEADING_MAX_WORDS = 12
+HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SentenceFacts:
+    terms: frozenset[str]
+    facts: TextFacts
+
+
+def fingerprint() -> str:
+    """What the stored lines depend on: this module, `qa.signals` and the BM25 analysis."""
+    digest = hashlib.sha256(analysis_fingerprint().encode())
+    for module in ("readings.py", "signals.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()
+
+
+def read(text: str) -> SentenceFacts:
+    return SentenceFacts(frozenset(analyze(text)), read_text(text))
+
+
+def encode(facts: SentenceFacts) -> bytes:
+    return (json.dumps([facts.facts.types, sorted(facts.terms), sorted(facts.facts.marks)], ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def decode(line: bytes) -> SentenceFacts:
+    types, terms, marks = json.loads(line)
+    return SentenceFacts(frozenset(terms), TextFacts(frozenset(marks), types))
+
+
+def context(source: Source, start: int, sentences: Sequence[Span]) -> str:
+    """A passage's context (starting at `start`, of these sentence spans): the source's title and the
+    section heading above it ("The 1998 season" over a paragraph that says only "that year")."""
+    return "\n".join(t for t in (_title(source), _heading_above(source.text, start, sentences)) if t)
+
+
+def read_source(source: Source, spans: Sequence[Span], chunks: Sequence[tuple[int, Sequence[Span]]]) -> tuple[list[bytes], list[bytes]]:
+    """One source's lines: one per sentence row (`spans`) and one per chunk (its start and sentence
+    spans). A context shared by the source's chunks (most are: same title, same heading) is read once."""
+    contexts: dict[str, bytes] = {}
+    lines = []
+    for start, sentences in chunks:
+        text = context(source, start, sentences)
+        if text not in contexts:
+            contexts[text] = encode(read(text))
+        lines.append(contexts[text])
+    return [encode(read(source.text[a:b])) for a, b in spans], lines
+
+
+class Readings:
+    """A loaded version's stored lines, memory-mapped: one decoded when a question asks for it."""
+
+    def __init__(self, folder: Path):
+        self._lines = {name: _map(folder / f"{name}.jsonl") for name in (SENTENCES, CONTEXTS)}
+        self._offsets = {name: np.asarray(np.load(folder / f"{name}_offsets.npy", mmap_mode="r")) for name in (SENTENCES, CONTEXTS)}
+
+    def sentence(self, row: int) -> SentenceFacts:
+        return self._line(SENTENCES, row)
+
+    def context(self, position: int) -> SentenceFacts:
+        return self._line(CONTEXTS, position)
+
+    def rows(self, name: str, lo: int, hi: int) -> tuple[bytes, np.ndarray]:
+        """The lines of rows [lo, hi) of `name` as they lie, and each one's length (a build copies them)."""
+        offsets = self._offsets[name]
+        return self._lines[name][int(offsets[lo]) : int(offsets[hi])], np.diff(offsets[lo : hi + 1])
+
+    def _line(self, name: str, i: int) -> SentenceFacts:
+        offsets = self._offsets[name]
+        return decode(self._lines[name][int(offsets[i]) : int(offsets[i + 1])])
+
+
+def _map(path: Path) -> mmap.mmap | bytes:
+    with path.open("rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
+
+
+def _looks_like_heading(line: str) -> bool:
+    words = line.split()
+    return 0 < len(words) <= HEADING_MAX_WORDS and line.rstrip()[-1] not in ".!?;:,\"”’)" and line[0].isupper()
+
+
+def _title(source: Source) -> str | None:
+    """The title a passage is read under: the stated one, else a plain-text document's heading-like
+    first line (for ranking only: a citation never shows a title the source does not state)."""
+    if source.meta.title:
+        return source.meta.title
+    first = source.text.lstrip().split("\n", 1)[0].strip()
+    return first if first and _looks_like_heading(first) else None
+
+
+def _heading_above(text: str, start: int, sentences: Sequence[Span]) -> str | None:
+    """The nearest heading-like line (short, capitalised, no closing punctuation, after a blank
+    line) above the passage, unless the passage opens with its own heading."""
+    if len(sentences) > 1:
+        first, end = sentences[0]
+        if "\n" not in text[first:end] and text[end:end + 1] == "\n" and _looks_like_heading(text[first:end]):
+            return None
+    lines = text[max(0, start - HEADING_LOOKBACK) : start].split("\n")
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].strip()
+        if line and _looks_like_heading(line) and (i == 0 or not lines[i - 1].strip()):
+            return line
+    return None

@@ -1,0 +1,68 @@
+"""Readings stored at build time (`qa.readings`): equal to what ranking reads from the text, and made
+again when the code that read them or a kept source's title changed."""
+from dataclasses import replace
+from pathlib import Path
+
+from qa import readings
+from qa.config import Settings
+from qa.evaluation import load_questions
+from qa.indexing import VERSIONS, IndexBuilder, current_version, load_index
+from qa.retrieval import Retriever
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _files(settings) -> dict[str, bytes]:
+    folder = settings.index_dir / VERSIONS / current_version(settings.index_dir)
+    return {name: (folder / name).read_bytes() for name in readings.FILES}
+
+
+def test_stored_readings_equal_the_texts_and_rank_the_same(seed_index, embedder):
+    index = load_index(seed_index)
+    bare = load_index(seed_index)
+    try:
+        assert index.readings is not None
+        for p, chunk in enumerate(index.chunks):
+            source = index.sources[chunk.source_id]
+            lo, hi = index.chunk_rows[p].tolist()
+            assert [index.readings.sentence(row) for row in range(lo, hi)] == [readings.read(source.text[a:b]) for a, b in chunk.sentences]
+            assert index.readings.context(p) == readings.read(readings.context(source, chunk.start, chunk.sentences))
+        bare.readings = None  # read from the text, as a worker whose code differs from the build's does
+        stored, read = Retriever(embedder), Retriever(embedder)
+        for q in load_questions(ROOT / "eval" / "questions.jsonl")[:25]:
+            a, b = stored.run(index, q.question), read.run(bare, q.question)
+            assert [(h.chunk.id, h.highlight, round(h.score, 9)) for h in a.hits] == [(h.chunk.id, h.highlight, round(h.score, 9)) for h in b.hits]
+            assert a.confidence == b.confidence
+    finally:
+        index.close()
+        bare.close()
+
+
+def test_kept_sources_are_read_again_for_new_code_or_a_new_title(tmp_path, sources_copy, embedder, monkeypatch):
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    with monkeypatch.context() as m:  # a version built by other code (another `qa.signals`, say)
+        m.setattr(readings, "fingerprint", lambda: "older code")
+        IndexBuilder(settings, embedder=embedder).run()
+    index = load_index(settings)
+    assert index.readings is None  # not trusted: ranking reads the text
+    index.close()
+
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert not report.up_to_date and report.embedded_chunks == 0  # read again, not embedded again
+    fresh = replace(settings, index_dir=tmp_path / "fresh")
+    IndexBuilder(fresh, embedder=embedder).run(full=True)
+    assert _files(settings) == _files(fresh)
+
+    toml = sources_copy / "sources.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace(
+        'title = "Venezuela ratifies Russia alliance treaty"', 'title = "Caracas parliament backs Kremlin pact"'), encoding="utf-8")
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert report.embedded_chunks == 0 and report.updated == []
+    index = load_index(settings)
+    try:
+        contexts = {index.readings.context(p).terms for p, c in enumerate(index.chunks) if c.source_id == "002_38f1cabbecdb3beb"}
+        assert contexts and all({"caraca", "kremlin"} <= terms for terms in contexts)
+    finally:
+        index.close()
+    IndexBuilder(fresh, embedder=embedder).run(full=True)
+    assert _files(settings) == _files(fresh)
