@@ -97,7 +97,7 @@ class _Served:
     def __enter__(self) -> "_Served":
         self.started = time.perf_counter()
         self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 1800  # a stateless worker's first copy of 1M chunks takes minutes
         while True:  # cold start ends at the first answered question
             try:
                 _post(self.base, "When was the treaty signed?")
@@ -255,7 +255,7 @@ def distractors(pool: list[str], n_docs: int, rng: random.Random) -> list[str]:
 class Bench:
     settings: Settings
     out_dir: Path
-    sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
     scaleout: bool = True
     rows: list[dict] = field(default_factory=list)
     scale: list[dict] = field(default_factory=list)

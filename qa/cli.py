@@ -254,7 +254,7 @@ def fit(work_dir, out, show):
 
 
 @main.command()
-@click.option("--sizes", default="1000,10000,100000", show_default=True, help="synthetic collection sizes, in chunks")
+@click.option("--sizes", default="1000,10000,100000,1000000", show_default=True, help="synthetic collection sizes, in chunks")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench/results", show_default=True)
 @click.option("--no-scaleout", is_flag=True, help="skip the runs against a Chroma server (1 vs 2 workers, and the sizes served by a stateless worker)")
 @SOURCES_OPTION

@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -144,6 +144,7 @@ TERM_ARRAYS = ("term_rows", "term_ids", "term_counts")  # each chunk's BM25 term
 MIRROR_LOCK_SECONDS = 600  # a stateless worker waits this long for another process copying the same version
 FETCH_BATCH = 64  # payloads a stateless worker holds in memory at a time while copying
 PUBLISH_BATCH = 256  # payloads uploaded per step of a build on a Chroma server
+STORE_SLICE = 20_000  # chunk vectors a build hands the vector store at a time
 DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS), *readings.FILES)
 # A worker's copy equals the build's in these (and in the readings when its code reads as the build's did).
 COPIED_FILES = ("sources.jsonl", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))
@@ -256,18 +257,24 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
 
 
 @dataclass
-class _SourceData:
-    """A source chunked and embedded by this build."""
+class _Planned:
+    """A source chunked by this build, to be embedded."""
 
     source: Source
     chunks: list[Chunk]
-    sentence_spans: np.ndarray  # (n, 2)
-    sentence_vectors: np.ndarray  # (n, dim)
-    chunk_rows: np.ndarray  # (chunks, 2), relative to this source's sentences
-    chunk_vectors: np.ndarray  # (chunks, dim)
+    spans: list[tuple[int, int]]  # its distinct sentence spans, in order: its sentence rows
+    chunk_rows: np.ndarray  # (chunks, 2): each chunk's [first, last) sentence rows
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in ARRAYS}
+    def texts(self) -> list[str]:
+        """What is embedded: every distinct sentence (for best-sentence ranking and the highlight),
+        then every chunk (the dense retrieval unit)."""
+        return [self.source.text[a:b] for a, b in self.spans] + [c.text for c in self.chunks]
+
+    def arrays(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """Its rows, given the vectors of `texts()`."""
+        n = len(self.spans)
+        return {"sentence_spans": np.array(self.spans, dtype=np.int64).reshape(-1, 2), "sentence_vectors": vectors[:n],
+                "chunk_rows": self.chunk_rows, "chunk_vectors": vectors[n:]}
 
 
 @dataclass
@@ -580,51 +587,40 @@ class IndexBuilder:
         except (KeyError, TypeError, AttributeError):
             return {}
 
-    def _embed(self, sources: list[Source]) -> dict[str, _SourceData]:
-        """Chunk and embed: every chunk (the dense retrieval unit) and every distinct sentence
-        (for best-sentence ranking and the highlight), in one encode call."""
-        out: dict[str, _SourceData] = {}
-        texts: list[str] = []
-        plan: list[tuple[Source, list[Chunk], list[tuple[int, int]], np.ndarray]] = []
-        for source in sources:
-            chunks = self.chunker.run(source)
-            spans = sorted({s for c in chunks for s in c.sentences})
-            row = {s: i for i, s in enumerate(spans)}
-            rows = np.array([[row[c.sentences[0]], row[c.sentences[-1]] + 1] for c in chunks], dtype=np.int64).reshape(-1, 2)
-            plan.append((source, chunks, spans, rows))
-            texts.extend(source.text[s:e] for s, e in spans)
-            texts.extend(c.text for c in chunks)
-        # Identical texts (a caption in two articles, a run-on line cut into equal pieces) are encoded once.
-        unique = list(dict.fromkeys(texts))
-        row_of = {t: i for i, t in enumerate(unique)}
-        vectors = self._encode(unique, sum(len(p[1]) for p in plan))[[row_of[t] for t in texts]]
-        at = 0
-        for source, chunks, spans, rows in plan:
-            n, m = len(spans), len(chunks)
-            out[source.id] = _SourceData(
-                source=source,
-                chunks=chunks,
-                sentence_spans=np.array(spans, dtype=np.int64).reshape(-1, 2),
-                sentence_vectors=vectors[at : at + n],
-                chunk_rows=rows,
-                chunk_vectors=vectors[at + n : at + n + m],
-            )
-            at += n + m
-        return out
+    def _plan(self, source: Source) -> _Planned:
+        chunks = self.chunker.run(source)
+        spans = sorted({s for c in chunks for s in c.sentences})
+        row = {s: i for i, s in enumerate(spans)}
+        rows = np.array([[row[c.sentences[0]], row[c.sentences[-1]] + 1] for c in chunks], dtype=np.int64).reshape(-1, 2)
+        return _Planned(source, chunks, spans, rows)
 
-    def _encode(self, texts: list[str], chunks: int) -> np.ndarray:
-        """Encode in slices, so the progress bar (shown when asked) tells chunks/s and the time left:
-        each slice counts for its share of the chunks (sentences are embedded too)."""
-        if texts:
-            self.embedder.model  # loaded first: the bar names the device it runs on and the batch size for it
+    def _embedded(self, planned: list[_Planned]) -> Iterator[tuple[_Planned, np.ndarray]]:
+        """Each planned source with the vectors of its texts, in order, encoded a slice of sources at
+        a time (about `batch_size * 8` texts): only a slice's vectors are ever in memory, and the
+        progress bar (shown when asked) tells chunks/s and the time left. Identical texts in a slice
+        (a caption in two articles, a run-on line cut into equal pieces) are encoded once."""
+        if not planned:
+            return
+        self.embedder.model  # loaded first: the bar names the device it runs on and the batch size for it
         step = self.embedder.batch_size * 8
-        parts = []
-        with tqdm(total=chunks, unit="chunk", disable=not self.progress or not texts, desc=f"embedding ({self.embedder.device})",
-                  bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]") as bar:
-            for i in range(0, len(texts), step):
-                parts.append(self.embedder.encode(texts[i : i + step]))
-                bar.update(len(parts[-1]) * chunks / len(texts))
-        return np.vstack(parts) if parts else self.embedder.encode([])
+        with tqdm(total=sum(len(p.chunks) for p in planned), unit="chunk", disable=not self.progress,
+                  desc=f"embedding ({self.embedder.device})") as bar:
+            i = 0
+            while i < len(planned):
+                batch, texts = [], []
+                while i < len(planned) and (not batch or len(texts) < step):
+                    batch.append(planned[i])
+                    texts.extend(planned[i].texts())
+                    i += 1
+                unique = list(dict.fromkeys(texts))
+                row_of = {t: r for r, t in enumerate(unique)}
+                vectors = self.embedder.encode(unique)[[row_of[t] for t in texts]]
+                at = 0
+                bar.update(sum(len(p.chunks) for p in batch))
+                for p in batch:
+                    n = len(p.spans) + len(p.chunks)
+                    yield p, vectors[at : at + n]
+                    at += n
 
     def _build(self, full: bool) -> BuildReport:
         started = time.perf_counter()
@@ -663,10 +659,12 @@ class IndexBuilder:
                 embedded_chunks=0, embedded_sentences=0, kept=kept, problems=problems,
                 seconds=time.perf_counter() - started, up_to_date=True, warnings=warnings, published=self._published_name(),
             )
-        fresh = self._embed([s for s in sources if s.id not in reused])
+        # Chunked first (the counts give every array's size), then embedded and written a slice at a time.
+        fresh = {s.id: self._plan(s) for s in sources if s.id not in reused}
+        embedding = self._embedded(list(fresh.values()))
 
         version, version_dir = versions.new_version(settings.index_dir)
-        counts = {s.id: (len(fresh[s.id].chunks), len(fresh[s.id].sentence_spans)) if s.id in fresh
+        counts = {s.id: (len(fresh[s.id].chunks), len(fresh[s.id].spans)) if s.id in fresh
                   else (base_sources[s.id]["chunks"], base_sources[s.id]["sentences"]) for s in sources}
         dim = base.arrays["chunk_vectors"].shape[1] if base and not fresh else self.embedder.dimension
         vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
@@ -678,13 +676,14 @@ class IndexBuilder:
                 else:
                     source_lines.append(_line_with_meta(base.source_lines[source.id], metas[source.id], base_sources[source.id]["meta"]))
                 if source.id in fresh:
-                    data = fresh[source.id]
-                    spans = list(map(tuple, data.sentence_spans.tolist()))
-                    rows.add(data.arrays(), list(map(_chunk_line, data.chunks)), TermCounts.of([c.text for c in data.chunks], vocabulary),
-                             readings.read_source(source, spans, [(c.start, c.sentences) for c in data.chunks]))
+                    planned, vectors = next(embedding)
+                    rows.add(planned.arrays(vectors), list(map(_chunk_line, planned.chunks)),
+                             TermCounts.of([c.text for c in planned.chunks], vocabulary),
+                             readings.read_source(source, planned.spans, [(c.start, c.sentences) for c in planned.chunks]))
                 else:
                     rows.keep(source.id, None if source_lines[-1] == base.source_lines[source.id] else source_lines[-1])
             rows.save(version_dir, vocabulary, source_lines)
+        embedding.close()  # every source was taken: this ends the progress bar
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
         # Each source's vectors are named by the version that embedded them: on a Chroma server,
@@ -696,15 +695,17 @@ class IndexBuilder:
         store, holds = VectorStore.create(settings, version_dir, base_dir, base.manifest["chunk_count"] if same_store else 0)
         if holds:
             store.delete_sources(updated + removed)
-        at, ids, positions, metadatas = 0, [], [], []
+        at, adding = 0, []  # (source id, its first chunk's position, its chunks) of the records the store lacks
         for source in sources:
             n = counts[source.id][0]
             if not holds or source.id in fresh:
-                ids.extend(f"{source.id}#{i}" for i in range(n))
-                positions.extend(range(at, at + n))
-                metadatas.extend({"source_id": source.id, "embedded": embedded[source.id]} for _ in range(n))
+                adding.append((source.id, at, n))
             at += n
-        store.add(ids, np.asarray(chunk_vectors[positions], np.float32).reshape(len(ids), dim), metadatas)
+        for group in _groups(adding, STORE_SLICE):  # a slice of the vectors in memory at a time
+            ids = [f"{sid}#{i}" for sid, _, n in group for i in range(n)]
+            positions = np.concatenate([np.arange(first, first + n) for _, first, n in group])
+            metadatas = [{"source_id": sid, "embedded": embedded[sid]} for sid, _, n in group for _ in range(n)]
+            store.add(ids, np.asarray(chunk_vectors[positions], np.float32).reshape(len(ids), dim), metadatas)
         collection = store.name
         store.close()
 
@@ -744,8 +745,8 @@ class IndexBuilder:
             version=version,
             sources=len(sources),
             chunks=at,
-            embedded_chunks=sum(len(d.chunks) for d in fresh.values()),
-            embedded_sentences=sum(len(d.sentence_spans) for d in fresh.values()),
+            embedded_chunks=sum(len(p.chunks) for p in fresh.values()),
+            embedded_sentences=sum(len(p.spans) for p in fresh.values()),
             added=added,
             updated=updated,
             removed=removed,
@@ -777,6 +778,19 @@ class IndexBuilder:
 
     def _published_name(self) -> str | None:
         return versions.index_id(self.settings.index_dir) if self.settings.chroma_url else None
+
+
+def _groups(adding: list[tuple[str, int, int]], size: int) -> Iterator[list[tuple[str, int, int]]]:
+    """Consecutive sources of about `size` chunks in all (a larger one alone)."""
+    group, chunks = [], 0
+    for entry in adding:
+        group.append(entry)
+        chunks += entry[2]
+        if chunks >= size:
+            yield group
+            group, chunks = [], 0
+    if group:
+        yield group
 
 
 def _refused_write(folder: Path) -> str | None:

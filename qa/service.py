@@ -99,6 +99,8 @@ class QAService:
             finally:
                 self._loading.release()
         index = self._index
+        if index is None and self._error is None and self._loading.locked():
+            raise ServiceUnavailable(f"index version {wanted} is loading; try again in a moment")
         if index is None:
             raise ServiceUnavailable(self._error or f"no index in {index_dir}: run `qa index` to build it")
         if index.version != wanted and not self._still_there(index.version):

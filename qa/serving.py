@@ -8,6 +8,9 @@ from gunicorn.app.base import BaseApplication
 
 from qa.config import Settings
 
+TIMEOUT = 120  # gunicorn restarts a worker silent for this long (seconds)
+LOAD_JOIN_SECONDS = 60  # a worker starts answering after this even if its index is still loading
+
 
 class _Gunicorn(BaseApplication):
     def __init__(self, settings: Settings, options: dict):
@@ -23,12 +26,14 @@ class _Gunicorn(BaseApplication):
 
         app = create_app({k: v for k, v in asdict(self.settings).items()})
         # Load the model and the index before the first request, not during it, side by side: much of
-        # each (reading files, ONNX Runtime's and Chroma's native set-up) runs outside the GIL.
+        # each (reading files, ONNX Runtime's and Chroma's native set-up) runs outside the GIL. A load
+        # still running after LOAD_JOIN_SECONDS (a stateless worker's first copy of a large index)
+        # goes on while the worker answers 503 "loading": gunicorn stops a worker silent for TIMEOUT.
         service = app.extensions["qa"]
-        index = threading.Thread(target=service.health, name="qa-load-index")
+        index = threading.Thread(target=service.health, name="qa-load-index", daemon=True)
         index.start()
         service.embedder.encode(["warm up"])
-        index.join()
+        index.join(timeout=LOAD_JOIN_SECONDS)
         return app
 
 
@@ -40,7 +45,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, threads: i
             "workers": workers,
             "threads": threads,
             "worker_class": "gthread",
-            "timeout": 120,
+            "timeout": TIMEOUT,
             "graceful_timeout": 10,
             "limit_request_line": 8190,
             "limit_request_fields": 100,

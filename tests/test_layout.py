@@ -64,3 +64,33 @@ def test_an_index_of_the_previous_format_is_refused_with_the_fix_and_rebuilt_in_
     assert report.full_reason and f"format {FORMAT - 1}" in report.full_reason
     assert report.embedded_chunks == report.chunks
     load_index(settings).close()
+
+
+def test_a_build_embeds_and_writes_a_slice_of_sources_at_a_time(seed_index, embedder, tmp_path):
+    """Only a slice's vectors are in memory: the encoder gets a few sources' texts per call, and the
+    rows written from the slices are the rows of a build that embedded everything at once."""
+    from qa.embedding import Embedder
+
+    class Recording(Embedder):  # the real model; each call's size recorded
+        calls: list[int] = []
+
+        def encode(self, texts):
+            self.calls.append(len(texts))
+            return super().encode(texts)
+
+    recording = Recording(embedder.model_path, backend=embedder.backend, device=embedder.device, cache_dir=embedder.cache_dir)
+    recording.batch_size = 2  # slices of about 16 texts
+    settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=recording).run()
+    sliced, whole = load_index(settings), load_index(seed_index)
+    try:
+        texts = [entry["sentences"] + entry["chunks"] for entry in whole.manifest["sources"].values()]
+        assert len(Recording.calls) >= len(texts) and max(Recording.calls) < 16 + max(texts)  # not one call for all
+        assert sum(Recording.calls) <= len(whole.chunks) + len(whole.sentence_spans)
+        assert np.array_equal(sliced.sentence_spans, whole.sentence_spans) and np.array_equal(sliced.chunk_rows, whole.chunk_rows)
+        for name in ("chunk_vectors", "sentence_vectors"):
+            a, b = getattr(sliced, name).astype(np.float32), getattr(whole, name).astype(np.float32)
+            assert np.min(np.sum(a * b, axis=1)) > 0.999
+    finally:
+        sliced.close()
+        whole.close()
