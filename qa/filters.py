@@ -12,18 +12,19 @@ is undated: a date filter excludes it, and the selection counts how many it excl
 
 Usage:
     >>> scope = parse_scope(outlets=["Latin Times"], published_after="2025-10-01")
-    >>> selection = scope.select(index)
+    >>> selection = scope.select(index.sources.metas)
     >>> retriever.run(index, question, k, scope=selection)
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 
 from qa.chunk_table import ChunkTable
-from qa.data import Source
+from qa.data import SourceMeta
 
 MAX_VALUES = 200  # ids or outlets in one filter: more is a mistake, not a question
 MAX_VALUE_CHARS = 300
@@ -37,9 +38,9 @@ class FilterError(ValueError):
         self.code, self.message = code, message
 
 
-def published_date(source: Source) -> date | None:
+def published_date(meta: SourceMeta) -> date | None:
     """The source's publication date, or None when it states none (or not as an ISO date)."""
-    text = (source.meta.published or "")[:10]
+    text = (meta.published or "")[:10]
     try:
         return date.fromisoformat(text) if len(text) == 10 else None
     except ValueError:
@@ -103,27 +104,27 @@ class Scope:
     def active(self) -> bool:
         return any(v is not None for v in (self.sources, self.outlets, self.published_after, self.published_before))
 
-    def select(self, sources: dict[str, Source]) -> Selection:
-        """Resolve against an index's sources. Raises FilterError for ids or outlets it does not hold."""
+    def select(self, sources: Mapping[str, SourceMeta]) -> Selection:
+        """Resolve against an index's sources' metadata. Raises FilterError for ids or outlets it does not hold."""
         if self.sources is not None and (unknown := self.sources - sources.keys()):
             raise FilterError("unknown_source", f"no source with id(s) {', '.join(map(repr, sorted(unknown)[:5]))}; "
                                                 "GET /api/sources lists them")
         outlets = None
         if self.outlets is not None:
-            known = {s.meta.outlet.casefold() for s in sources.values() if s.meta.outlet}
+            known = {meta.outlet.casefold() for meta in sources.values() if meta.outlet}
             outlets = {o.casefold() for o in self.outlets}
             if unknown := {o for o in self.outlets if o.casefold() not in known}:
                 raise FilterError("unknown_outlet", f"no source from outlet(s) {', '.join(map(repr, sorted(unknown)[:5]))}; "
                                                     "GET /api/sources lists the outlets")
         dated = self.published_after is not None or self.published_before is not None
         ids, undated = set(), 0
-        for sid, source in sources.items():
+        for sid, meta in sources.items():
             if self.sources is not None and sid not in self.sources:
                 continue
-            if outlets is not None and (source.meta.outlet or "").casefold() not in outlets:
+            if outlets is not None and (meta.outlet or "").casefold() not in outlets:
                 continue
             if dated:
-                published = published_date(source)
+                published = published_date(meta)
                 if published is None:
                     undated += 1
                     continue

@@ -23,6 +23,7 @@ Usage:
 from __future__ import annotations
 
 import errno
+from contextlib import closing
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ from qa.lexical import LexicalIndex, TermCounts, analysis_fingerprint
 from qa.published import Publication, decode_payload, encode_payload
 from qa import readings
 from qa.readings import Readings
+from qa.source_table import SourceTable, source_from_line
 from qa.store import StoreError, VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
     CURRENT, FULL_REBUILD_HINT, LOCK, VERSIONS, IndexUnavailable, current_version, read_manifest,
@@ -110,7 +112,7 @@ class LoadedIndex:
 
     version: str
     manifest: dict
-    sources: dict[str, Source]
+    sources: SourceTable  # a Mapping[str, Source]; each text decoded when read
     chunks: ChunkTable  # a Sequence[Chunk]; each made when read
     sentence_spans: np.ndarray  # (sentences, 2): absolute offsets in their source
     sentence_vectors: np.ndarray  # one row per sentence, L2-normalised, float16 (memory-mapped)
@@ -193,13 +195,6 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
         raise
 
 
-def _source(line: str | bytes) -> Source:
-    """A source from its sources.jsonl line."""
-    s = json.loads(line)
-    return Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"],
-                  pages=tuple(s.get("pages", ())))
-
-
 def _source_line(source: Source) -> bytes:
     return (json.dumps(asdict(source), ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -209,7 +204,7 @@ def _line_with_meta(line: bytes, meta: dict, stated: dict | None = None) -> byte
     a metadata-only change keeps the text and its offsets."""
     if stated is None:
         stated = json.loads(line)["meta"]
-    return line if stated == meta else _source_line(replace(_source(line), meta=SourceMeta(**meta)))
+    return line if stated == meta else _source_line(replace(source_from_line(line), meta=SourceMeta(**meta)))
 
 
 def _chunk_line(chunk: Chunk) -> bytes:
@@ -220,12 +215,11 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
     """A source's readings (`qa.readings`) from its stored lines and rows (chunk rows relative to its first sentence)."""
     spans = list(map(tuple, spans.tolist()))
     starts = [json.loads(chunk)["start"] for chunk in chunk_lines]
-    return readings.read_source(_source(line), spans, [(start, spans[lo:hi]) for start, (lo, hi) in zip(starts, chunk_rows.tolist())])
+    return readings.read_source(source_from_line(line), spans, [(start, spans[lo:hi]) for start, (lo, hi) in zip(starts, chunk_rows.tolist())])
 
 
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
-    with (version_dir / "sources.jsonl").open(encoding="utf-8") as f:
-        sources = {source.id: source for source in map(_source, f)}
+    sources = SourceTable(version_dir / "sources.jsonl")
     # Plain ndarray views of the memory maps: still backed by the files, without np.memmap's
     # per-access bookkeeping (which cost more than the rest of a question's ranking).
     arrays = {name: np.asarray(np.load(version_dir / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
@@ -251,7 +245,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
-        readings=Readings(version_dir) if manifest.get("readings") == readings.fingerprint() else None,
+        readings=readings.stored(version_dir, manifest),
         index_dir=settings.index_dir,
     )
 
@@ -323,7 +317,7 @@ class _Base:
             source_lines=dict(zip(ids, source_lines)), chunk_lines=chunk_lines,
             chunks={sid: (end - manifest["sources"][sid]["chunks"], end) for sid, end in zip(ids, chunk_ends)},
             sentences={sid: (end - manifest["sources"][sid]["sentences"], end) for sid, end in zip(ids, sentence_ends)},
-            readings=Readings(folder) if manifest.get("readings") == readings.fingerprint() else None,
+            readings=readings.stored(folder, manifest),
         )
 
     def read_again(self, sid: str, line: bytes) -> tuple[list[bytes], list[bytes]]:
@@ -332,11 +326,17 @@ class _Base:
         return _read_stored(line, self.arrays["sentence_spans"][s0:s1], self.arrays["chunk_rows"][c0:c1] - s0, self.chunk_lines[c0:c1])
 
     def payload(self, sid: str) -> str:
-        """One source's rows and lines, for a Chroma server to hold for stateless workers."""
+        """One source's rows and lines, for a Chroma server to hold for stateless workers: its readings
+        too, named by the code that made them (a worker of other code makes its own)."""
         (c0, c1), (s0, s1), a = self.chunks[sid], self.sentences[sid], self.arrays
-        arrays = {"sentence_spans": a["sentence_spans"][s0:s1], "sentence_vectors": a["sentence_vectors"][s0:s1],
-                  "chunk_rows": a["chunk_rows"][c0:c1] - s0, "chunk_vectors": a["chunk_vectors"][c0:c1]}
-        return encode_payload(arrays, self.source_lines[sid], self.chunk_lines[c0:c1])
+        entries = {"sentence_spans": a["sentence_spans"][s0:s1], "sentence_vectors": a["sentence_vectors"][s0:s1],
+                   "chunk_rows": a["chunk_rows"][c0:c1] - s0, "chunk_vectors": a["chunk_vectors"][c0:c1],
+                   "source": self.source_lines[sid], "chunks": b"".join(self.chunk_lines[c0:c1])}
+        if self.readings is not None:
+            entries["readings"] = readings.fingerprint().encode()
+            entries[readings.SENTENCES] = self.readings.rows(readings.SENTENCES, s0, s1)
+            entries[readings.CONTEXTS] = self.readings.rows(readings.CONTEXTS, c0, c1)
+        return encode_payload(entries)
 
     def files(self) -> dict[str, FileRecord]:
         """What this version remembers of each file it read, for the reader to skip unchanged ones."""
@@ -350,7 +350,7 @@ class _Base:
         if isinstance(source, Kept):
             return True
         entry = self.manifest["sources"].get(source.id)
-        return entry is not None and entry["sha256"] == source.sha256 and _source(self.source_lines[source.id]).text == source.text
+        return entry is not None and entry["sha256"] == source.sha256 and source_from_line(self.source_lines[source.id]).text == source.text
 
 
 Run = tuple[int, int, int, int]  # chunks [lo, hi) and sentence rows [lo, hi) of the previous version
@@ -410,15 +410,14 @@ class _Rows:
         entry[0].write(np.ascontiguousarray(rows, dtype=entry[1]).data)
         entry[3] += len(rows)
 
-    def _lines(self, name: str, data: bytes, lengths: np.ndarray | list[int]) -> None:
-        entry = self.files[name]
-        entry[0].write(data)
-        entry[3] += len(lengths)
+    def _counted(self, name: str, lengths: np.ndarray | list[int]) -> None:
+        self.files[name][3] += len(lengths)
         self.line_lengths[name].append(np.asarray(lengths, dtype=np.int64))
 
     def _read(self, sentence_lines: list[bytes], context_lines: list[bytes]) -> None:
-        self._lines(readings.SENTENCES, b"".join(sentence_lines), list(map(len, sentence_lines)))
-        self._lines(readings.CONTEXTS, b"".join(context_lines), list(map(len, context_lines)))
+        for name, lines in ((readings.SENTENCES, sentence_lines), (readings.CONTEXTS, context_lines)):
+            self.files[name][0].write(b"".join(lines))
+            self._counted(name, list(map(len, lines)))
 
     def keep(self, sid: str, line: bytes | None = None) -> None:
         """`line`: the source's new sources.jsonl line when its metadata changed."""
@@ -461,8 +460,8 @@ class _Rows:
         if self.reading_run is None:
             return
         c0, c1, s0, s1 = self.reading_run
-        self._lines(readings.SENTENCES, *self.base.readings.rows(readings.SENTENCES, s0, s1))
-        self._lines(readings.CONTEXTS, *self.base.readings.rows(readings.CONTEXTS, c0, c1))
+        for name, lo, hi in ((readings.SENTENCES, s0, s1), (readings.CONTEXTS, c0, c1)):
+            self._counted(name, self.base.readings.copy(name, lo, hi, self.files[name][0]))
         self.reading_run = None
 
     def save(self, folder: Path, vocabulary: dict[str, int], source_lines: list[bytes]) -> None:
@@ -661,7 +660,6 @@ class IndexBuilder:
             )
         # Chunked first (the counts give every array's size), then embedded and written a slice at a time.
         fresh = {s.id: self._plan(s) for s in sources if s.id not in reused}
-        embedding = self._embedded(list(fresh.values()))
 
         version, version_dir = versions.new_version(settings.index_dir)
         counts = {s.id: (len(fresh[s.id].chunks), len(fresh[s.id].spans)) if s.id in fresh
@@ -669,7 +667,8 @@ class IndexBuilder:
         dim = base.arrays["chunk_vectors"].shape[1] if base and not fresh else self.embedder.dimension
         vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
         source_lines = []
-        with _Rows(base, version_dir, sum(n for _, n in counts.values()), sum(n for n, _ in counts.values()), dim) as rows:
+        with (_Rows(base, version_dir, sum(n for _, n in counts.values()), sum(n for n, _ in counts.values()), dim) as rows,
+              closing(self._embedded(list(fresh.values()))) as embedding):
             for source in sources:
                 if isinstance(source, Source):
                     source_lines.append(_source_line(source))
@@ -677,13 +676,14 @@ class IndexBuilder:
                     source_lines.append(_line_with_meta(base.source_lines[source.id], metas[source.id], base_sources[source.id]["meta"]))
                 if source.id in fresh:
                     planned, vectors = next(embedding)
+                    assert planned.source.id == source.id, "sources are planned and embedded in index order"
                     rows.add(planned.arrays(vectors), list(map(_chunk_line, planned.chunks)),
                              TermCounts.of([c.text for c in planned.chunks], vocabulary),
                              readings.read_source(source, planned.spans, [(c.start, c.sentences) for c in planned.chunks]))
+                    planned.chunks.clear()  # written: its chunks' texts need not stay until the build ends
                 else:
                     rows.keep(source.id, None if source_lines[-1] == base.source_lines[source.id] else source_lines[-1])
             rows.save(version_dir, vocabulary, source_lines)
-        embedding.close()  # every source was taken: this ends the progress bar
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
         # Each source's vectors are named by the version that embedded them: on a Chroma server,
@@ -745,8 +745,8 @@ class IndexBuilder:
             version=version,
             sources=len(sources),
             chunks=at,
-            embedded_chunks=sum(len(p.chunks) for p in fresh.values()),
-            embedded_sentences=sum(len(p.spans) for p in fresh.values()),
+            embedded_chunks=sum(counts[sid][0] for sid in fresh),
+            embedded_sentences=sum(counts[sid][1] for sid in fresh),
             added=added,
             updated=updated,
             removed=removed,
@@ -781,7 +781,8 @@ class IndexBuilder:
 
 
 def _groups(adding: list[tuple[str, int, int]], size: int) -> Iterator[list[tuple[str, int, int]]]:
-    """Consecutive sources of about `size` chunks in all (a larger one alone)."""
+    """Consecutive sources, each group closed once it holds `size` chunks or more (so under `size`
+    plus its last source's)."""
     group, chunks = [], 0
     for entry in adding:
         group.append(entry)
@@ -819,8 +820,10 @@ def mirror_version(settings: Settings, publication: Publication, version: str) -
     """Copy the published `version` into `settings.index_dir` (a stateless worker's folder) and switch
     to it: the sources its current copy holds under the same embedding version are kept from it (as
     a build keeps them), the others' payloads fetched from the Chroma server a batch at a time; BM25
-    is computed here from the chunk texts. Processes sharing the folder copy it once (under its
-    lock). The copy's texts, chunks and arrays must equal, byte for byte, the files the build wrote.
+    is computed here from the chunk texts, and the readings (`qa.readings`) taken from the payload
+    when this code made them, else made here. Processes sharing the folder copy it once (under its
+    lock). The copy's texts, chunks and arrays (and readings, when this code reads as the build's
+    did) must equal, byte for byte, the files the build wrote.
     Raises IndexUnavailable (the version is gone, damaged or incompatible) or StoreError (the server is away)."""
     index_dir = settings.index_dir
     if current_version(index_dir) == version and versions.exists(index_dir, version):
@@ -878,15 +881,21 @@ def _copy_published(settings: Settings, publication: Publication, manifest: dict
             if key not in fetched:  # the next batch, in index order: a batch of payloads in memory at a time
                 fetched = publication.payloads(wanted[done : done + FETCH_BATCH])
                 done += len(fetched)
-            arrays, line, chunk_lines = decode_payload(fetched.pop(key))
+            arrays = decode_payload(fetched.pop(key))
+            line, chunk_lines = arrays.pop("source").tobytes(), arrays.pop("chunks").tobytes().splitlines(keepends=True)
             if (len(chunk_lines), len(arrays["sentence_spans"])) != (entry["chunks"], entry["sentences"]):
                 raise IndexUnavailable(f"the published data of source {sid} does not match the manifest of version "
                                        f"{manifest['version']}; {FULL_REBUILD_HINT} on the build machine")
             source_lines.append(_line_with_meta(line, entry["meta"]))
             text = json.loads(line)["text"]
             spans = [json.loads(chunk) for chunk in chunk_lines]
-            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary),
-                     _read_stored(source_lines[-1], arrays["sentence_spans"], arrays["chunk_rows"], chunk_lines))
+            stored = [arrays.pop(name, np.zeros(0, np.uint8)).tobytes().splitlines(keepends=True)
+                      for name in (readings.SENTENCES, readings.CONTEXTS)]
+            # Its readings as published when this code made them for the same metadata (the title is read), else made here.
+            if (arrays.pop("readings", np.zeros(0, np.uint8)).tobytes().decode() != readings.fingerprint() or source_lines[-1] != line
+                    or [len(lines) for lines in stored] != [entry["sentences"], entry["chunks"]]):
+                stored = _read_stored(source_lines[-1], arrays["sentence_spans"], arrays["chunk_rows"], chunk_lines)
+            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary), tuple(stored))
         rows.save(folder, vocabulary, source_lines)
     same_reading = manifest.get("readings") == readings.fingerprint()
     for name in COPIED_FILES + (readings.FILES if same_reading else ()):  # what the build wrote: any difference is damage on the way

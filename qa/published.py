@@ -6,7 +6,8 @@ index folder:
 
 - per source and embedding version (shared by versions, as the vector records are): its payload,
   the lines and array rows a version folder holds for it (its `sources.jsonl` and `chunks.jsonl`
-  lines, sentence spans and vectors, chunk rows and vectors) as a compressed .npz in base64;
+  lines, sentence spans and vectors, chunk rows and vectors, and its readings with the fingerprint
+  of the code that made them, `qa.readings`) as a compressed .npz in base64;
 - per version, its manifest (`version@<v>`), and `current`: the version being served, written just
   after the build's own switch;
 - per stateless worker process, its lease (`lease@<host>-<pid>`): the versions it holds and when it
@@ -65,19 +66,18 @@ VERSION_NAME = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")  # qa.versions.new_version
 Key = tuple[str, str]  # (source id, version that embedded it)
 
 
-def encode_payload(arrays: dict[str, np.ndarray], source_line: bytes, chunk_lines: list[bytes]) -> str:
-    """One source's rows (named arrays) and lines as text for a metadata value."""
+def encode_payload(entries: dict[str, np.ndarray | bytes]) -> str:
+    """One source's rows and lines (named arrays and byte strings) as text for a metadata value."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{name: np.ascontiguousarray(rows) for name, rows in arrays.items()},
-                        source=np.frombuffer(source_line, np.uint8), chunks=np.frombuffer(b"".join(chunk_lines), np.uint8))
+    np.savez_compressed(buffer, **{name: np.frombuffer(value, np.uint8) if isinstance(value, bytes) else np.ascontiguousarray(value)
+                                   for name, value in entries.items()})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_payload(text: str) -> tuple[dict[str, np.ndarray], bytes, list[bytes]]:
-    """The arrays (chunk rows relative to the source's first sentence), sources.jsonl line and chunks.jsonl lines."""
+def decode_payload(text: str) -> dict[str, np.ndarray]:
+    """The named entries (a byte string comes back as a uint8 array: `.tobytes()`)."""
     with np.load(io.BytesIO(base64.b64decode(text))) as npz:
-        arrays = {name: npz[name] for name in npz.files if name not in ("source", "chunks")}
-        return arrays, npz["source"].tobytes(), npz["chunks"].tobytes().splitlines(keepends=True)
+        return {name: npz[name] for name in npz.files}
 
 
 def _placeholder(record_id: str) -> list[float]:

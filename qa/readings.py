@@ -20,12 +20,15 @@ Usage:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mmap
+import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from qa.signals import TextFacts, read_text
 
 SENTENCES, CONTEXTS = "sentence_readings", "context_readings"  # each: <name>.jsonl and <name>_offsets.npy
 FILES = tuple(f"{name}{suffix}" for name in (SENTENCES, CONTEXTS) for suffix in (".jsonl", "_offsets.npy"))
+COPY_BYTES = 1 << 24  # a build copies kept lines this much at a time
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
 
@@ -48,12 +52,22 @@ class SentenceFacts:
     facts: TextFacts
 
 
+@functools.cache  # the code this process runs, not what a later deploy puts on disk
 def fingerprint() -> str:
-    """What the stored lines depend on: this module, `qa.signals` and the BM25 analysis."""
-    digest = hashlib.sha256(analysis_fingerprint().encode())
+    """What the stored lines depend on: this module, `qa.signals`, the BM25 analysis, and the Python
+    and Unicode versions their patterns and case rules follow."""
+    digest = hashlib.sha256(f"{analysis_fingerprint()} {sys.version_info[:2]} {unicodedata.unidata_version}".encode())
     for module in ("readings.py", "signals.py"):
         digest.update((Path(__file__).parent / module).read_bytes())
     return digest.hexdigest()
+
+
+def stored(folder: Path, manifest: dict) -> "Readings | None":
+    """The version's stored readings when this code made them and the version holds their files
+    (a copy sealed by a worker before readings were stored may carry the key without them)."""
+    if manifest.get("readings") != fingerprint() or not set(FILES) <= manifest.get("files", {}).keys():
+        return None
+    return Readings(folder)
 
 
 def read(text: str) -> SentenceFacts:
@@ -101,10 +115,20 @@ class Readings:
     def context(self, position: int) -> SentenceFacts:
         return self._line(CONTEXTS, position)
 
-    def rows(self, name: str, lo: int, hi: int) -> tuple[bytes, np.ndarray]:
-        """The lines of rows [lo, hi) of `name` as they lie, and each one's length (a build copies them)."""
+    def rows(self, name: str, lo: int, hi: int) -> bytes:
+        """The lines of rows [lo, hi) of `name` as they lie (one source's: a payload holds them)."""
         offsets = self._offsets[name]
-        return self._lines[name][int(offsets[lo]) : int(offsets[hi])], np.diff(offsets[lo : hi + 1])
+        return self._lines[name][int(offsets[lo]) : int(offsets[hi])]
+
+    def copy(self, name: str, lo: int, hi: int, out: BinaryIO) -> np.ndarray:
+        """Write the lines of rows [lo, hi) of `name` to `out`, COPY_BYTES at a time (a run of kept
+        sources may be nearly the whole file); returns each line's length."""
+        offsets = self._offsets[name]
+        start, end = int(offsets[lo]), int(offsets[hi])
+        with memoryview(self._lines[name]) as data:
+            for at in range(start, end, COPY_BYTES):
+                out.write(data[at : min(end, at + COPY_BYTES)])
+        return np.diff(offsets[lo : hi + 1])
 
     def _line(self, name: str, i: int) -> SentenceFacts:
         offsets = self._offsets[name]

@@ -36,7 +36,7 @@ def asks_for_latest(question: str) -> bool:
 
 def _newness(index: LoadedIndex, hit: Hit) -> tuple[bool, int]:
     """Sort key, newest first: dated before undated, then the later date."""
-    published = published_date(index.sources[hit.chunk.source_id])
+    published = published_date(index.sources.metas[hit.chunk.source_id])
     return published is None, -published.toordinal() if published else 0
 
 

@@ -259,7 +259,7 @@ class Retriever:
         key = (index.version, source_id, start, end)
         cached = self._sentences.get(key)
         if cached is not None:
-            self._sentences.move_to_end(key)
+            _refresh(self._sentences, key)
         else:
             cached = read(index.sources[source_id].text[start:end])
             self._sentences[key] = cached
@@ -273,7 +273,7 @@ class Retriever:
         key = (index.version, position)
         cached = self._passages.get(key)
         if cached is not None:
-            self._passages.move_to_end(key)
+            _refresh(self._passages, key)
         else:
             if index.readings is not None:
                 lo, hi = index.chunk_rows[position].tolist()
@@ -308,6 +308,14 @@ class Retriever:
         if len(x.terms & y.terms) / max(1, len(x.terms | y.terms)) <= self.duplicate_jaccard:
             return False
         return x.facts.marks == y.facts.marks
+
+
+def _refresh(cache: OrderedDict, key: tuple) -> None:
+    """Mark `key` recently used; another request's thread may have just dropped it."""
+    try:
+        cache.move_to_end(key)
+    except KeyError:
+        pass
 
 
 def best_per_passage(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ from qa import versions
 
 RETRY_SECONDS = 10  # a version that failed to load is tried again after this (a Chroma server may be back)
 LOAD_WAIT_SECONDS = 60  # a request waits this long for another thread's load before using what it has
+FIRST_LOAD_WAIT_SECONDS = 10  # with no version loaded yet, a request waits this long for another thread's load
 FOLD_FETCH = 2  # passages retrieved per result asked for: room for the ones folded under an earlier fact
 
 
@@ -92,14 +93,18 @@ class QAService:
         loaded = self._index
         if loaded is not None and (loaded.version == wanted or wanted is None):
             return loaded
-        if wanted is not None and not self._recently_failed(wanted) and self._loading.acquire(timeout=LOAD_WAIT_SECONDS):
-            try:  # one thread loads; the others wait here, then find it loaded
+        # One thread loads; the others wait here, then find it loaded (a request after a rebuild answers
+        # from it). With none loaded yet they wait less: a stateless worker's first copy of a large
+        # index takes minutes, and meanwhile they answer 503 "loading".
+        wait = FIRST_LOAD_WAIT_SECONDS if loaded is None else LOAD_WAIT_SECONDS
+        if wanted is not None and not self._recently_failed(wanted) and self._loading.acquire(timeout=wait):
+            try:
                 if self._index is None or (self._index.version != wanted and not self._recently_failed(wanted)):
                     self._load()
             finally:
                 self._loading.release()
         index = self._index
-        if index is None and self._error is None and self._loading.locked():
+        if index is None and self._error is None and wanted is not None and self._loading.locked():
             raise ServiceUnavailable(f"index version {wanted} is loading; try again in a moment")
         if index is None:
             raise ServiceUnavailable(self._error or f"no index in {index_dir}: run `qa index` to build it")
@@ -231,7 +236,7 @@ class QAService:
     def answer(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> Asked:
         """Raises FilterError when the filter names ids or outlets this index version does not hold."""
         with self.holding() as index:
-            selection = scope.select(index.sources) if scope.active else None
+            selection = scope.select(index.sources.metas) if scope.active else None
             try:  # twice k, so that k distinct facts remain once repeats are folded
                 answer = self.retriever.run(index, question, FOLD_FETCH * k, scope=selection)
             except (StoreError, RankerError) as err:  # the Chroma server is down, the model file unusable: a 503 saying so
@@ -261,7 +266,7 @@ class QAService:
         }
 
     def sources(self) -> list[dict]:
-        return [source_json(s.meta) for s in self.index().sources.values()]
+        return [source_json(meta) for meta in self.index().sources.metas.values()]
 
     def source(self, source_id: str) -> dict | None:
         source = self.index().sources.get(source_id)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict
 
 from gunicorn.app.base import BaseApplication
@@ -30,10 +31,11 @@ class _Gunicorn(BaseApplication):
         # still running after LOAD_JOIN_SECONDS (a stateless worker's first copy of a large index)
         # goes on while the worker answers 503 "loading": gunicorn stops a worker silent for TIMEOUT.
         service = app.extensions["qa"]
+        started = time.monotonic()
         index = threading.Thread(target=service.health, name="qa-load-index", daemon=True)
         index.start()
         service.embedder.encode(["warm up"])
-        index.join(timeout=LOAD_JOIN_SECONDS)
+        index.join(timeout=max(0.0, LOAD_JOIN_SECONDS - (time.monotonic() - started)))
         return app
 
 

@@ -64,7 +64,7 @@ def test_each_candidate_side_applies_the_filter_before_ranking(dated, embedder, 
 
     _, index = dated
     question = "How many vehicles a day cross the Lindqvist bridge?"
-    selection = parse_scope(published_after="2024-03-01").select(index.sources)
+    selection = parse_scope(published_after="2024-03-01").select(index.sources.metas)
     assert selection.ids == {"middle", "late"} and selection.undated_excluded == 1
     answer = Retriever(embedder, mode=mode).run(index, question, k=4, scope=selection)
     assert {h.chunk.source_id for h in answer.hits} == {"middle", "late"}

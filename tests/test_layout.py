@@ -66,10 +66,13 @@ def test_an_index_of_the_previous_format_is_refused_with_the_fix_and_rebuilt_in_
     load_index(settings).close()
 
 
-def test_a_build_embeds_and_writes_a_slice_of_sources_at_a_time(seed_index, embedder, tmp_path):
-    """Only a slice's vectors are in memory: the encoder gets a few sources' texts per call, and the
-    rows written from the slices are the rows of a build that embedded everything at once."""
+def test_a_build_embeds_and_writes_a_slice_of_sources_at_a_time(seed_index, embedder, tmp_path, monkeypatch):
+    """Only a slice's vectors are in memory: the encoder gets a few sources' texts per call, the
+    store a few sources' vectors per call, and the index made from the slices is the index of a
+    build that embedded everything at once."""
+    from qa import indexing
     from qa.embedding import Embedder
+    from qa.retrieval import Retriever
 
     class Recording(Embedder):  # the real model; each call's size recorded
         calls: list[int] = []
@@ -80,6 +83,7 @@ def test_a_build_embeds_and_writes_a_slice_of_sources_at_a_time(seed_index, embe
 
     recording = Recording(embedder.model_path, backend=embedder.backend, device=embedder.device, cache_dir=embedder.cache_dir)
     recording.batch_size = 2  # slices of about 16 texts
+    monkeypatch.setattr(indexing, "STORE_SLICE", 10)  # the store gets a source or two per call
     settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": tmp_path / "index"})
     IndexBuilder(settings, embedder=recording).run()
     sliced, whole = load_index(settings), load_index(seed_index)
@@ -91,6 +95,28 @@ def test_a_build_embeds_and_writes_a_slice_of_sources_at_a_time(seed_index, embe
         for name in ("chunk_vectors", "sentence_vectors"):
             a, b = getattr(sliced, name).astype(np.float32), getattr(whole, name).astype(np.float32)
             assert np.min(np.sum(a * b, axis=1)) > 0.999
+        assert sliced.store.size == whole.store.size == len(whole.chunks)
+        dense = Retriever(embedder, mode="dense")
+        for question in ("When was the treaty signed?", "What does the treaty say about sanctions?"):
+            assert [h.chunk.id for h in dense.run(sliced, question).hits] == [h.chunk.id for h in dense.run(whole, question).hits]
     finally:
         sliced.close()
         whole.close()
+
+
+def test_source_texts_stay_in_the_file_until_a_request_reads_one(seed_index):
+    from qa.source_table import source_from_line
+
+    index = load_index(seed_index)
+    try:
+        sources = index.sources
+        assert sources._read.cache_info().currsize == 0  # loaded: metadata only
+        assert {sid: m.outlet for sid, m in sources.metas.items()}["001_fb017212c236a2a6"] == "Latin Times"
+        chunk = index.chunks[len(index.chunks) // 2]
+        assert sources._read.cache_info().currsize == 1 and chunk.text == sources[chunk.source_id].text[chunk.start : chunk.end]
+        folder = seed_index.index_dir / "versions" / current_version(seed_index.index_dir)
+        with (folder / "sources.jsonl").open(encoding="utf-8") as f:
+            assert dict(sources) == {s.id: s for s in map(source_from_line, f)}
+        assert "nonexistent" not in sources and sources.get("nonexistent") is None
+    finally:
+        index.close()

@@ -66,3 +66,29 @@ def test_kept_sources_are_read_again_for_new_code_or_a_new_title(tmp_path, sourc
         index.close()
     IndexBuilder(fresh, embedder=embedder).run(full=True)
     assert _files(settings) == _files(fresh)
+
+
+def test_a_version_naming_readings_it_lacks_is_read_from_the_text(tmp_path, sources_copy, embedder):
+    """As a stateless worker's copy made before readings were stored: the build's manifest (its
+    `readings` key) sealed over files without them. It serves, and the next build stores them."""
+    from qa import versions
+    from qa.indexing import DATA_FILES
+
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    folder = settings.index_dir / VERSIONS / current_version(settings.index_dir)
+    manifest = versions.read_manifest(folder)
+    for name in readings.FILES:
+        (folder / name).unlink()
+    versions.seal(folder, {k: v for k, v in manifest.items() if k not in ("files", "checksum")},
+                  tuple(n for n in DATA_FILES if n not in readings.FILES))
+    index = load_index(settings)
+    try:
+        assert index.readings is None and Retriever(embedder).run(index, "When was the treaty signed?").hits
+    finally:
+        index.close()
+    report = IndexBuilder(settings, embedder=embedder).run()
+    assert not report.up_to_date and report.embedded_chunks == 0
+    index = load_index(settings)
+    assert index.readings is not None
+    index.close()

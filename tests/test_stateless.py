@@ -193,3 +193,27 @@ def test_emptying_the_sources_folder_cleans_up_without_warnings(chroma_server, s
     report = IndexBuilder(build, embedder=embedder).run()
     assert report.sources == 0 and report.warnings == []
     assert not list((tmp_path / "build" / "trash").glob("*"))
+
+
+def test_a_worker_takes_the_published_readings_of_its_code_and_makes_other_codes_anew(chroma_server, sources_copy, tmp_path,
+                                                                                        embedder, monkeypatch):
+    from qa import indexing, readings
+
+    def files(settings) -> dict[str, bytes]:
+        folder = settings.index_dir / "versions" / current_version(settings.index_dir)
+        return {name: (folder / name).read_bytes() for name in readings.FILES}
+
+    local = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "local"})
+    IndexBuilder(local, embedder=embedder).run()
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    with monkeypatch.context() as m:  # published by other code (another `qa.signals`, say): not taken
+        m.setattr(readings, "fingerprint", lambda: "older code")
+        first = IndexBuilder(build, embedder=embedder).run()
+    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "worker", chroma_index=first.published), embedder=embedder)
+    assert worker.index().readings is not None and files(worker.settings) == files(local)
+
+    IndexBuilder(build, embedder=embedder).run(full=True)  # this code's readings, published with new payloads
+    with monkeypatch.context() as m:
+        m.setattr(indexing, "_read_stored", lambda *a: pytest.fail("a published reading of this code was made again"))
+        fresh = QAService(_settings(chroma_server, index_dir=tmp_path / "fresh", chroma_index=first.published), embedder=embedder)
+        assert fresh.index().readings is not None and files(fresh.settings) == files(local)

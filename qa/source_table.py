@@ -1,0 +1,65 @@
+"""A loaded version's sources, each text read from `sources.jsonl` (memory-mapped) when asked for.
+
+Held as `Source` objects, the cleaned texts were the largest part of a worker's own memory that grows
+with the index (47 MB at 100k chunks, so about 470 MB at 1M, in every worker). Here only each source's
+metadata stays in memory, for filters and listings; a source's text is decoded from its line when a
+request reads it (a chunk's text, a citation, corroboration), and the most recently read are kept.
+
+Usage:
+    >>> sources = SourceTable(version_dir / "sources.jsonl")
+    >>> sources.metas["a"].outlet          # no text decoded
+    >>> sources["a"].text[0:40]            # its line decoded (then cached)
+"""
+from __future__ import annotations
+
+import functools
+import json
+import mmap
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from qa.data import Source, SourceMeta
+
+CACHED_SOURCES = 512  # decoded sources kept per loaded version (a question reads a few dozen)
+
+
+def source_from_line(line: str | bytes) -> Source:
+    """A source from its sources.jsonl line."""
+    s = json.loads(line)
+    return Source(meta=SourceMeta(**s["meta"]), text=s["text"], sha256=s["sha256"], file_name=s["file_name"],
+                  pages=tuple(s.get("pages", ())))
+
+
+class SourceTable(Mapping[str, Source]):
+    """Source id → `Source`, in index order; `metas` holds every source's metadata in memory."""
+
+    def __init__(self, path: Path):
+        self.metas: dict[str, SourceMeta] = {}
+        self._lines: dict[str, tuple[int, int]] = {}  # id -> its line's [start, end) in the file
+        at = 0
+        with path.open("rb") as f:
+            for line in f:
+                meta = SourceMeta(**json.loads(line)["meta"])
+                self.metas[meta.id] = meta
+                self._lines[meta.id] = (at, at + len(line))
+                at += len(line)
+            self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if at else b""
+        self._read = functools.lru_cache(maxsize=CACHED_SOURCES)(self._decode)  # thread-safe
+
+    def _decode(self, source_id: str) -> Source:
+        start, end = self._lines[source_id]
+        return source_from_line(self._data[start:end])
+
+    def __getitem__(self, source_id: str) -> Source:
+        if source_id not in self._lines:
+            raise KeyError(source_id)
+        return self._read(source_id)
+
+    def __contains__(self, source_id: object) -> bool:
+        return source_id in self._lines
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
