@@ -3,8 +3,8 @@
 A version folder holds manifest.json (last written, checksummed), sources.jsonl and chunks.jsonl
 (one line per source, per chunk), one `.npy` per array (sentence and chunk vectors as float16,
 sentence spans, each chunk's sentence rows, each chunk's BM25 term counts), terms.json, the
-readings ranking needs of each sentence and chunk context (`qa.readings`), bm25/ and chroma/ (embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is
-`qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them from the one
+readings ranking needs of each sentence and chunk context (`qa.readings`), bm25/ and chroma/
+(embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is `qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them from the one
 page cache, and only the rows a request touches are read from disk.
 
 A build costs what changed. A file whose size, mtime and ctime match what the previous version
@@ -23,11 +23,11 @@ Usage:
 from __future__ import annotations
 
 import errno
-from contextlib import closing
 import json
 import os
 import shutil
 import time
+from contextlib import closing
 from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
