@@ -14,7 +14,7 @@ def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
     figures = {r["figure"]: r for r in report["rows"]}
     assert any("query latency p50" in f for f in figures) and any("throughput" in f for f in figures)
     for wanted in ("encode one question p50, ms, onnx on", "encode passages in batches, texts/s, onnx-int8",
-                   "cold start", "RSS per worker at", "of which private to the worker at", "disk per chunk at", "query p95 at"):
+                   "cold start", "clients, a worker per core", "RSS per worker at", "of which private to the worker at", "disk per chunk at", "query p95 at"):
         assert any(wanted in f for f in figures), wanted
     assert report["machine"]["device"] in ("cpu", "cuda") and report["machine"]["backend"]
     for row in report["rows"]:
