@@ -28,7 +28,7 @@ import numpy as np
 
 from qa.data import Answer, Hit, Support
 from qa.indexing import LoadedIndex
-from qa.lexical import terms
+from qa.analysis import terms
 from qa.retrieval import NAME
 from qa.signals import DATE_WORDS, MONTHS, read_text
 

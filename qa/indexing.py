@@ -42,7 +42,8 @@ from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings, SettingsError
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
-from qa.lexical import LexicalIndex, TermCounts, analysis_fingerprint
+from qa.analysis import TermCounts, analysis_fingerprint
+from qa.lexical import LexicalIndex
 from qa.published import Publication, decode_payload, encode_payload
 from qa import readings
 from qa.readings import Readings
@@ -575,7 +576,7 @@ class IndexBuilder:
         except Exception as err:  # any damage to the old version only means: build everything
             return None, str(err)
         if base.manifest.get("lexical") != analysis_fingerprint():
-            return None, "the BM25 analysis changed (qa/lexical.py, bm25s or PyStemmer): the stored term counts would not match"
+            return None, "the BM25 analysis changed (qa/analysis.py, bm25s or PyStemmer): the stored term counts would not match"
         return base, None
 
     def _served_hashes(self) -> dict[str, str]:

@@ -33,8 +33,8 @@ from typing import BinaryIO, Sequence
 import numpy as np
 
 from qa.data import Source
-from qa.lexical import analysis_fingerprint
-from qa.lexical import terms as analyze
+from qa.analysis import analysis_fingerprint
+from qa.analysis import terms as analyze
 from qa.signals import TextFacts, read_text
 
 SENTENCES, CONTEXTS = "sentence_readings", "context_readings"  # each: <name>.jsonl and <name>_offsets.npy

@@ -33,7 +33,7 @@ from qa.data import Answer, Hit
 from qa.embedding import Embedder
 from qa.filters import Selection
 from qa.indexing import LoadedIndex
-from qa.lexical import terms as analyze
+from qa.analysis import terms as analyze
 from qa.ranker import MODEL_FILE, RankerError, RankerModel
 from qa.readings import SentenceFacts, context, read
 from qa.signals import TextFacts, agreement, read_question

@@ -1,7 +1,9 @@
 """BM25 analysis across scripts: unspaced Chinese and Japanese become searchable."""
+import numpy as np
 import pytest
 
-from qa.lexical import LexicalIndex, TermCounts, terms
+from qa.analysis import TermCounts, terms
+from qa.lexical import LexicalIndex, best
 
 def test_cjk_runs_become_character_bigrams_and_latin_words_are_stemmed():
     assert terms("The treaties 东京大学") == ["treati", "东京", "京大", "大学"]
@@ -86,3 +88,15 @@ def test_bm25_assembled_from_kept_counts_equals_one_built_from_scratch():
     assert "zulia" not in counts.vocabulary and len(counts.rows) == len(texts) + 1
     for question in ("bridge", "treaty Moscow", "oil fields", "东京"):
         assert assembled.search(question, 5) == scratch.search(question, 5)
+
+
+@pytest.mark.parametrize("size,positive,distinct", [(50, 0.5, 20), (200_000, 0.5, 1000), (200_000, 0.0001, 50), (200_000, 1.0, 3)])
+def test_best_is_the_top_n_of_the_whole_array_with_ties_in_index_order(size, positive, distinct):
+    """Large arrays go through the sample's floor first (many ties, few positive scores, all tied):
+    the result is still exactly the top n of a full sort."""
+    rng = np.random.default_rng(size + distinct)
+    scores = np.where(rng.random(size) < positive, rng.integers(1, distinct + 1, size) / distinct, 0).astype(np.float32)
+    for n in (1, 40, 500):
+        docs, values = best(scores, n)
+        expected = [i for i in np.lexsort((np.arange(size), -scores)) if scores[i] > 0][:n]
+        assert docs.tolist() == expected and values.tolist() == scores[expected].tolist()
