@@ -367,7 +367,7 @@ class Bench:
             self.row("query latency p95 over loopback, ms", _percentile(served, 95), _percentile(floor, 95), "≤ 3× floor", "ms")
             rate = _throughput(server.base, questions, 400)
             self.worker_floor = server.memory_mb()
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on, not the machine's
         with _Served(settings.index_dir, workers=cores) as server:  # a worker per core: what `--workers` is for
             _throughput(server.base, questions, 40)  # every worker warm
             rate_per_core = _throughput(server.base, questions, 400)

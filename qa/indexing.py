@@ -43,7 +43,7 @@ from qa.config import Settings, SettingsError
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
 from qa.analysis import TermCounts, analysis_fingerprint
-from qa.lexical import LexicalIndex
+from qa.lexical import LexicalIndex, scoring_fingerprint
 from qa.published import Publication, decode_payload, encode_payload
 from qa import readings
 from qa.readings import Readings
@@ -286,6 +286,7 @@ class _Base:
     chunks: dict[str, tuple[int, int]]  # source id -> [start, stop) of its chunks
     sentences: dict[str, tuple[int, int]]  # source id -> [start, stop) of its sentence rows
     readings: Readings | None  # None: made by other code than this, or none stored (an older build)
+    counted: bool  # its term counts are of this code's analysis (else kept chunks are counted again)
 
     @classmethod
     def open(cls, settings: Settings, version: str) -> "_Base":
@@ -318,13 +319,23 @@ class _Base:
             source_lines=dict(zip(ids, source_lines)), chunk_lines=chunk_lines,
             chunks={sid: (end - manifest["sources"][sid]["chunks"], end) for sid, end in zip(ids, chunk_ends)},
             sentences={sid: (end - manifest["sources"][sid]["sentences"], end) for sid, end in zip(ids, sentence_ends)},
-            readings=readings.stored(folder, manifest),
+            readings=readings.stored(folder, manifest), counted=manifest.get("lexical") == analysis_fingerprint(),
         )
 
     def read_again(self, sid: str, line: bytes) -> tuple[list[bytes], list[bytes]]:
         """A kept source's readings made anew (`line`: its sources.jsonl line, with its current metadata)."""
         (c0, c1), (s0, s1) = self.chunks[sid], self.sentences[sid]
         return _read_stored(line, self.arrays["sentence_spans"][s0:s1], self.arrays["chunk_rows"][c0:c1] - s0, self.chunk_lines[c0:c1])
+
+    def count_again(self, c0: int, c1: int, vocabulary: dict[str, int]) -> TermCounts:
+        """Chunks c0 to c1 counted by this code's analysis (their counts here are another's)."""
+        texts, source_id, text = [], None, ""
+        for line in self.chunk_lines[c0:c1]:
+            chunk = json.loads(line)
+            if chunk["source_id"] != source_id:
+                source_id, text = chunk["source_id"], source_from_line(self.source_lines[chunk["source_id"]]).text
+            texts.append(text[chunk["start"] : chunk["end"]])
+        return TermCounts.of(texts, vocabulary)
 
     def payload(self, sid: str) -> str:
         """One source's rows and lines, for a Chroma server to hold for stateless workers: its readings
@@ -377,6 +388,8 @@ class _Rows:
         self.base = base
         self.files: dict[str, list] = {}  # name -> [file, dtype, rows declared, rows written]
         self.terms: list[TermCounts] = []
+        # Term ids of every part's counts: the base's vocabulary when its counts are kept as they are.
+        self.vocabulary = {t: i for i, t in enumerate(base.terms.vocabulary)} if base and base.counted else {}
         self.chunk_lines: list[bytes] = []
         self.run: Run | None = None  # the kept rows whose arrays are still to copy
         self.reading_run: Run | None = None  # the kept rows whose readings are still to copy
@@ -452,7 +465,7 @@ class _Rows:
         self._write("sentence_vectors", arrays["sentence_vectors"][s0:s1])
         self._write("chunk_rows", arrays["chunk_rows"][c0:c1] - s0 + self.sentences)
         self._write("chunk_vectors", arrays["chunk_vectors"][c0:c1])
-        self.terms.append(self.base.terms.slice(c0, c1))
+        self.terms.append(self.base.terms.slice(c0, c1) if self.base.counted else self.base.count_again(c0, c1, self.vocabulary))
         self.chunk_lines.extend(self.base.chunk_lines[c0:c1])
         self.sentences += s1 - s0
         self.run = None
@@ -465,7 +478,7 @@ class _Rows:
             self._counted(name, self.base.readings.copy(name, lo, hi, self.files[name][0]))
         self.reading_run = None
 
-    def save(self, folder: Path, vocabulary: dict[str, int], source_lines: list[bytes]) -> None:
+    def save(self, folder: Path, source_lines: list[bytes]) -> None:
         """The version's other data files; BM25 scored from the term counts."""
         self.flush()
         self.flush_readings()
@@ -475,7 +488,7 @@ class _Rows:
                 raise IndexUnavailable(f"{name} got {written} rows, the sources' counts say {declared}; {FULL_REBUILD_HINT}")
         for name, lengths in self.line_lengths.items():
             np.save(folder / f"{name}_offsets.npy", np.concatenate([[0], *lengths]).cumsum())
-        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(self.terms, list(vocabulary)))
+        lexical, terms = LexicalIndex.from_counts(TermCounts.concat(self.terms, list(self.vocabulary)))
         lexical.save(folder / "bm25")
         (folder / "sources.jsonl").write_bytes(b"".join(source_lines))
         (folder / "chunks.jsonl").write_bytes(b"".join(self.chunk_lines))
@@ -575,8 +588,6 @@ class IndexBuilder:
             base = _Base.open(self.settings, version)
         except Exception as err:  # any damage to the old version only means: build everything
             return None, str(err)
-        if base.manifest.get("lexical") != analysis_fingerprint():
-            return None, "the BM25 analysis changed (qa/analysis.py, bm25s or PyStemmer): the stored term counts would not match"
         return base, None
 
     def _served_hashes(self) -> dict[str, str]:
@@ -646,7 +657,8 @@ class IndexBuilder:
         metas = {s.id: dict(vars(s.meta)) for s in sources}  # its fields (asdict's deep copy costs 30x more)
         # Up to date also in what it remembers of the files: else a touched file would be read by every build.
         if (base and same_reading and not (added or updated or removed) and scan.files == base.files()
-                and all(base_sources[sid]["meta"] == metas[sid] for sid in metas) and base.readings is not None):
+                and all(base_sources[sid]["meta"] == metas[sid] for sid in metas) and base.readings is not None
+                and base.counted and base.manifest.get("bm25") == scoring_fingerprint()):
             warnings = []
             try:  # what an earlier build could not publish (or one before publishing existed)
                 if published := self._publish(base):
@@ -666,7 +678,6 @@ class IndexBuilder:
         counts = {s.id: (len(fresh[s.id].chunks), len(fresh[s.id].spans)) if s.id in fresh
                   else (base_sources[s.id]["chunks"], base_sources[s.id]["sentences"]) for s in sources}
         dim = base.arrays["chunk_vectors"].shape[1] if base and not fresh else self.embedder.dimension
-        vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
         source_lines = []
         with (_Rows(base, version_dir, sum(n for _, n in counts.values()), sum(n for n, _ in counts.values()), dim) as rows,
               closing(self._embedded(list(fresh.values()))) as embedding):
@@ -679,12 +690,12 @@ class IndexBuilder:
                     planned, vectors = next(embedding)
                     assert planned.source.id == source.id, "sources are planned and embedded in index order"
                     rows.add(planned.arrays(vectors), list(map(_chunk_line, planned.chunks)),
-                             TermCounts.of([c.text for c in planned.chunks], vocabulary),
+                             TermCounts.of([c.text for c in planned.chunks], rows.vocabulary),
                              readings.read_source(source, planned.spans, [(c.start, c.sentences) for c in planned.chunks]))
                     planned.chunks.clear()  # written: its chunks' texts need not stay until the build ends
                 else:
                     rows.keep(source.id, None if source_lines[-1] == base.source_lines[source.id] else source_lines[-1])
-            rows.save(version_dir, vocabulary, source_lines)
+            rows.save(version_dir, source_lines)
         chunk_vectors = np.load(version_dir / "chunk_vectors.npy", mmap_mode="r")
 
         # Each source's vectors are named by the version that embedded them: on a Chroma server,
@@ -729,6 +740,7 @@ class IndexBuilder:
             "sources_dir": str(settings.sources_dir.resolve()),
             "reading": fingerprint,
             "lexical": analysis_fingerprint(),
+            "bm25": scoring_fingerprint(),
             "readings": readings.fingerprint(),
             "source_files": {name: {"stamp": r.stamp, "sources": r.sources, "problems": [astuple(p) for p in r.problems]}
                              for name, r in scan.files.items()},
@@ -861,15 +873,12 @@ def _copy_published(settings: Settings, publication: Publication, manifest: dict
             base = _Base.open(settings, previous)
         except Exception:  # a damaged copy: fetch everything
             base = None
-        if base and base.manifest.get("lexical") != analysis_fingerprint():  # counts of another analysis
-            base = None
     entries = manifest["sources"]
     kept = {sid for sid, entry in entries.items()
             if base and base.manifest["sources"].get(sid, {}).get("embedded") == entry["embedded"]}
     wanted = [(sid, entry["embedded"]) for sid, entry in entries.items() if sid not in kept]
     fetched: dict = {}
     done = 0
-    vocabulary = {term: i for i, term in enumerate(base.terms.vocabulary)} if base else {}
     source_lines = []
     sentences = sum(entry["sentences"] for entry in entries.values())
     with _Rows(base, folder, sentences, manifest["chunk_count"], manifest["model"]["dimension"]) as rows:
@@ -896,8 +905,8 @@ def _copy_published(settings: Settings, publication: Publication, manifest: dict
             if (arrays.pop("readings", np.zeros(0, np.uint8)).tobytes().decode() != readings.fingerprint() or source_lines[-1] != line
                     or [len(lines) for lines in stored] != [entry["sentences"], entry["chunks"]]):
                 stored = _read_stored(source_lines[-1], arrays["sentence_spans"], arrays["chunk_rows"], chunk_lines)
-            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], vocabulary), tuple(stored))
-        rows.save(folder, vocabulary, source_lines)
+            rows.add(arrays, chunk_lines, TermCounts.of([text[c["start"] : c["end"]] for c in spans], rows.vocabulary), tuple(stored))
+        rows.save(folder, source_lines)
     same_reading = manifest.get("readings") == readings.fingerprint()
     for name in COPIED_FILES + (readings.FILES if same_reading else ()):  # what the build wrote: any difference is damage on the way
         if versions.file_sha256(folder / name) != manifest["files"][name]:
@@ -905,4 +914,5 @@ def _copy_published(settings: Settings, publication: Publication, manifest: dict
                                    f"{FULL_REBUILD_HINT} on the build machine")
     # Its own BM25 analysis and term files: the manifest is sealed again over them.
     local = {k: v for k, v in manifest.items() if k not in ("files", "checksum")}
-    versions.seal(folder, {**local, "lexical": analysis_fingerprint(), "readings": readings.fingerprint()}, DATA_FILES)
+    versions.seal(folder, {**local, "lexical": analysis_fingerprint(), "bm25": scoring_fingerprint(), "readings": readings.fingerprint()},
+                  DATA_FILES)

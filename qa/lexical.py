@@ -12,7 +12,10 @@ Usage:
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import bm25s
@@ -21,6 +24,15 @@ import scipy.sparse as sp
 from bm25s.scoring import _build_idf_array, _select_idf_scorer, _select_tfc_scorer
 
 from qa.analysis import TermCounts, terms
+
+
+@cache
+def scoring_fingerprint() -> str:
+    """What a version's stored score matrix (`bm25/`) depends on beyond its counts: this module and
+    bm25s's version. A build whose base was scored otherwise scores it again (no text is read)."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(f"bm25s {importlib.metadata.version('bm25s')}".encode())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -104,14 +116,18 @@ class LexicalIndex:
 def best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the `n` highest positive scores, best first, ties in index order.
 
-    bm25s partitions the whole array, 17 ms a question at 1M texts. The `n`-th best of an evenly
-    spaced sample is no higher than the whole array's, so every text scoring below it is dropped in
-    one pass first, and only the few left are partitioned: the same result, exactly."""
+    bm25s partitions the whole array: 17 ms a question on average at 1M chunks (`index/README.md`).
+    The `n`-th best positive score of an evenly spaced sample is no higher than the whole array's,
+    so every text scoring below it is dropped in one pass first, and only the few left are
+    partitioned: the same result, exactly."""
+    if n <= 0:
+        return np.zeros(0, np.intp), scores[:0]
     floor = 0.0
     stride = len(scores) // (64 * n)
     if stride > 1:
         sample = scores[::stride]
-        if np.count_nonzero(sample > 0) >= n:
+        sample = sample[sample > 0]
+        if len(sample) >= n:
             floor = float(np.partition(sample, len(sample) - n)[len(sample) - n])
     docs = np.flatnonzero(scores >= floor if floor > 0 else scores > 0)
     values = scores[docs]

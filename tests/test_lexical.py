@@ -100,3 +100,8 @@ def test_best_is_the_top_n_of_the_whole_array_with_ties_in_index_order(size, pos
         docs, values = best(scores, n)
         expected = [i for i in np.lexsort((np.arange(size), -scores)) if scores[i] > 0][:n]
         assert docs.tolist() == expected and values.tolist() == scores[expected].tolist()
+
+
+def test_best_of_nothing_is_nothing():
+    scores = np.array([0.0, 2.0, 1.0], np.float32)
+    assert [a.tolist() for a in best(scores, 0)] == [[], []] and best(scores, 5)[0].tolist() == [1, 2]
