@@ -116,7 +116,7 @@ class LexicalIndex:
 def best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the `n` highest positive scores, best first, ties in index order.
 
-    bm25s partitions the whole array: 17 ms a question on average at 1M chunks (`index/README.md`).
+    bm25s partitions the whole array: 17 ms a question on average at 1M chunks (README, Performance).
     The `n`-th best positive score of an evenly spaced sample is no higher than the whole array's,
     so every text scoring below it is dropped in one pass first, and only the few left are
     partitioned: the same result, exactly."""
