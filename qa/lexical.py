@@ -93,7 +93,7 @@ class LexicalIndex:
         known = [t for t in dict.fromkeys(terms(query)) if t in self.retriever.vocab_dict]
         if not known or not self.size:
             return [], []
-        docs, scores = best(self.retriever.get_scores(known, weight_mask=mask)[: self.size], n)
+        docs, scores = best(self.retriever.get_scores(known, weight_mask=mask), n)
         return docs.tolist(), scores.tolist()
 
     def knows(self, term: str) -> bool:
