@@ -37,16 +37,17 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from qa.chunk_table import ChunkTable, ChunkTableError
+from qa.chunk_table import ChunkTable
 from qa.chunking import ENCODING, SentenceChunker
 from qa.config import Settings, SettingsError
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
+from qa.file_reads import NpyRows
 from qa.analysis import TermCounts, analysis_fingerprint
 from qa.lexical import LexicalIndex, scoring_fingerprint
 from qa.published import Publication, decode_payload, encode_payload
 from qa import readings
-from qa.readings import Readings
+from qa.stored_readings import StoredReadings
 from qa.source_table import SourceTable, source_from_line
 from qa.store import StoreError, VectorStore
 from qa.versions import (  # noqa: F401  (re-exported: callers import the layout's names from here)
@@ -115,13 +116,13 @@ class LoadedIndex:
     manifest: dict
     sources: SourceTable  # a Mapping[str, Source]; each text decoded when read
     chunks: ChunkTable  # a Sequence[Chunk]; each made when read
-    sentence_spans: np.ndarray  # (sentences, 2): absolute offsets in their source
-    sentence_vectors: np.ndarray  # one row per sentence, L2-normalised, float16 (memory-mapped)
-    chunk_rows: np.ndarray  # (chunks, 2): each chunk's [first, last) sentence rows
-    chunk_vectors: np.ndarray  # float16 (memory-mapped)
+    sentence_spans: NpyRows  # (sentences, 2): absolute offsets in their source
+    sentence_vectors: NpyRows  # one row per sentence, L2-normalised, float16
+    chunk_rows: NpyRows  # (chunks, 2): each chunk's [first, last) sentence rows
+    chunk_vectors: NpyRows  # float16
     lexical: LexicalIndex
     store: VectorStore
-    readings: Readings | None  # None: stored by other code than this (`qa.readings`), read from the text
+    readings: StoredReadings | None  # None: stored by other code than this (`qa.readings`), read from the text
     index_dir: Path | None = None  # set: the version is held in this process's lease until close()
     position: Mapping[str, int] = field(init=False)  # chunk id -> position in `chunks`
 
@@ -129,7 +130,10 @@ class LoadedIndex:
         self.position = self.chunks.positions
 
     def close(self) -> None:
-        """Release the store and the lease: the version may be deleted once no process holds it."""
+        """Release the files, the store and the lease: the version may be deleted once no process holds it."""
+        for file in (self.sources, self.sentence_spans, self.sentence_vectors, self.chunk_rows, self.chunk_vectors,
+                     self.lexical, *([self.readings] if self.readings else [])):
+            file.close()
         self.store.close()
         if self.index_dir is not None:
             versions.release(self.index_dir, self.version)
@@ -221,14 +225,12 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
 
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
     sources = SourceTable(version_dir / "sources.jsonl")
-    # Plain ndarray views of the memory maps: still backed by the files, without np.memmap's
-    # per-access bookkeeping (which cost more than the rest of a question's ranking).
-    arrays = {name: np.asarray(np.load(version_dir / f"{name}.npy", mmap_mode="r")) for name in ARRAYS}
-    with (version_dir / "chunks.jsonl").open(encoding="utf-8") as f:
-        try:
-            chunks = ChunkTable.from_records(map(json.loads, f), sources, arrays["sentence_spans"], arrays["chunk_rows"])
-        except ChunkTableError as err:
-            raise IndexUnavailable(f"the chunks of version {manifest['version']} are unreadable ({err}); {FULL_REBUILD_HINT}") from err
+    # Rows read when a question asks for them: the page cache holds the files for every worker.
+    arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
+    counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
+    if sum(counts.values()) != len(arrays["chunk_rows"]) or set(counts) != set(sources):
+        raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
+    chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
     store = VectorStore.open(settings, version_dir, manifest)
     if store.size != len(chunks):
         raise IndexUnavailable(
@@ -246,7 +248,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
-        readings=readings.stored(version_dir, manifest),
+        readings=StoredReadings.open(version_dir, manifest),
         index_dir=settings.index_dir,
     )
 
@@ -285,7 +287,7 @@ class _Base:
     chunk_lines: list[bytes]
     chunks: dict[str, tuple[int, int]]  # source id -> [start, stop) of its chunks
     sentences: dict[str, tuple[int, int]]  # source id -> [start, stop) of its sentence rows
-    readings: Readings | None  # None: made by other code than this, or none stored (an older build)
+    readings: StoredReadings | None  # None: made by other code than this, or none stored (an older build)
     counted: bool  # its term counts are of this code's analysis (else kept chunks are counted again)
 
     @classmethod
@@ -319,7 +321,7 @@ class _Base:
             source_lines=dict(zip(ids, source_lines)), chunk_lines=chunk_lines,
             chunks={sid: (end - manifest["sources"][sid]["chunks"], end) for sid, end in zip(ids, chunk_ends)},
             sentences={sid: (end - manifest["sources"][sid]["sentences"], end) for sid, end in zip(ids, sentence_ends)},
-            readings=readings.stored(folder, manifest), counted=manifest.get("lexical") == analysis_fingerprint(),
+            readings=StoredReadings.open(folder, manifest), counted=manifest.get("lexical") == analysis_fingerprint(),
         )
 
     def read_again(self, sid: str, line: bytes) -> tuple[list[bytes], list[bytes]]:

@@ -24,6 +24,9 @@ import scipy.sparse as sp
 from bm25s.scoring import _build_idf_array, _select_idf_scorer, _select_tfc_scorer
 
 from qa.analysis import TermCounts, terms
+from qa.file_reads import NpyRows
+
+POSTINGS = ("data", "indices")  # bm25s's score matrix (CSC): each term's scores and their texts
 
 
 @cache
@@ -80,11 +83,17 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path, size: int) -> "LexicalIndex":
-        # Memory-mapped: every worker reads the score matrix from the one page cache. As plain ndarray
-        # views of the maps: np.memmap's bookkeeping on every slice costs more than the slice.
+        # bm25s slices a query term's postings out of `data` and `indices`: read as they are asked for
+        # (`qa.file_reads`), every worker shares them in the page cache. `indptr` (a row per term) is held.
         retriever = bm25s.BM25.load(str(folder), show_progress=False, mmap=True)
-        retriever.scores = {k: np.asarray(v) if isinstance(v, np.memmap) else v for k, v in retriever.scores.items()}
+        retriever.scores = {**retriever.scores, "indptr": np.array(retriever.scores["indptr"]),
+                            **{k: NpyRows(folder / f"{k}.csc.index.npy") for k in POSTINGS}}
         return cls(retriever, size)
+
+    def close(self) -> None:
+        for k in POSTINGS:
+            if isinstance(self.retriever.scores[k], NpyRows):
+                self.retriever.scores[k].close()
 
     def search(self, query: str, n: int, mask: np.ndarray | None = None) -> tuple[list[int], list[float]]:
         """Indices of the best `n` texts with positive score, best first; with `mask` (one weight per

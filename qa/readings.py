@@ -5,8 +5,8 @@ numbers and answer types, ~85 µs a sentence) and each passage's context: the so
 the section heading above the passage. None of it depends on the question, so a build reads each
 sentence row and each chunk's context once and stores them as lines (`[types, terms, marks]` in
 JSON) beside the vectors: `sentence_readings.jsonl` (one line per sentence row) and
-`context_readings.jsonl` (one per chunk), with their offsets in `.npy` files, memory-mapped when
-loaded. A question then decodes its candidates' lines (a few µs each) instead of reading their
+`context_readings.jsonl` (one per chunk), with their offsets in `.npy` files (read by
+`qa.stored_readings`). A question then decodes its candidates' lines (a few µs each) instead of reading their
 text, so its cost does not grow with the share of candidates new to a worker.
 
 The lines hold for the code that read them: a version records `fingerprint()` (this module,
@@ -23,14 +23,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import mmap
 import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from qa.data import Source
 from qa.analysis import analysis_fingerprint
@@ -39,7 +36,6 @@ from qa.signals import TextFacts, read_text
 
 SENTENCES, CONTEXTS = "sentence_readings", "context_readings"  # each: <name>.jsonl and <name>_offsets.npy
 FILES = tuple(f"{name}{suffix}" for name in (SENTENCES, CONTEXTS) for suffix in (".jsonl", "_offsets.npy"))
-COPY_BYTES = 1 << 24  # a build copies kept lines this much at a time
 HEADING_MAX_WORDS = 12
 HEADING_LOOKBACK = 6000  # characters searched above a passage for its section heading
 
@@ -60,14 +56,6 @@ def fingerprint() -> str:
     for module in ("readings.py", "signals.py"):
         digest.update((Path(__file__).parent / module).read_bytes())
     return digest.hexdigest()
-
-
-def stored(folder: Path, manifest: dict) -> "Readings | None":
-    """The version's stored readings when this code made them and the version holds their files
-    (a copy sealed by a worker before readings were stored may carry the key without them)."""
-    if manifest.get("readings") != fingerprint() or not set(FILES) <= manifest.get("files", {}).keys():
-        return None
-    return Readings(folder)
 
 
 def read(text: str) -> SentenceFacts:
@@ -100,44 +88,6 @@ def read_source(source: Source, spans: Sequence[Span], chunks: Sequence[tuple[in
             contexts[text] = encode(read(text))
         lines.append(contexts[text])
     return [encode(read(source.text[a:b])) for a, b in spans], lines
-
-
-class Readings:
-    """A loaded version's stored lines, memory-mapped: one decoded when a question asks for it."""
-
-    def __init__(self, folder: Path):
-        self._lines = {name: _map(folder / f"{name}.jsonl") for name in (SENTENCES, CONTEXTS)}
-        self._offsets = {name: np.asarray(np.load(folder / f"{name}_offsets.npy", mmap_mode="r")) for name in (SENTENCES, CONTEXTS)}
-
-    def sentence(self, row: int) -> SentenceFacts:
-        return self._line(SENTENCES, row)
-
-    def context(self, position: int) -> SentenceFacts:
-        return self._line(CONTEXTS, position)
-
-    def rows(self, name: str, lo: int, hi: int) -> bytes:
-        """The lines of rows [lo, hi) of `name` as they lie (one source's: a payload holds them)."""
-        offsets = self._offsets[name]
-        return self._lines[name][int(offsets[lo]) : int(offsets[hi])]
-
-    def copy(self, name: str, lo: int, hi: int, out: BinaryIO) -> np.ndarray:
-        """Write the lines of rows [lo, hi) of `name` to `out`, COPY_BYTES at a time (a run of kept
-        sources may be nearly the whole file); returns each line's length."""
-        offsets = self._offsets[name]
-        start, end = int(offsets[lo]), int(offsets[hi])
-        with memoryview(self._lines[name]) as data:
-            for at in range(start, end, COPY_BYTES):
-                out.write(data[at : min(end, at + COPY_BYTES)])
-        return np.diff(offsets[lo : hi + 1])
-
-    def _line(self, name: str, i: int) -> SentenceFacts:
-        offsets = self._offsets[name]
-        return decode(self._lines[name][int(offsets[i]) : int(offsets[i + 1])])
-
-
-def _map(path: Path) -> mmap.mmap | bytes:
-    with path.open("rb") as f:
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
 
 
 def _looks_like_heading(line: str) -> bool:

@@ -276,8 +276,7 @@ class Retriever:
             _refresh(self._passages, key)
         else:
             if index.readings is not None:
-                lo, hi = index.chunk_rows[position].tolist()
-                facts = [index.readings.sentence(row) for row in range(lo, hi)]
+                facts = index.readings.sentences(*index.chunk_rows[position].tolist())
                 around = index.readings.context(position)
             else:
                 chunk = index.chunks[position]

@@ -25,7 +25,7 @@ def test_stored_readings_equal_the_texts_and_rank_the_same(seed_index, embedder)
         for p, chunk in enumerate(index.chunks):
             source = index.sources[chunk.source_id]
             lo, hi = index.chunk_rows[p].tolist()
-            assert [index.readings.sentence(row) for row in range(lo, hi)] == [readings.read(source.text[a:b]) for a, b in chunk.sentences]
+            assert index.readings.sentences(lo, hi) == [readings.read(source.text[a:b]) for a, b in chunk.sentences]
             assert index.readings.context(p) == readings.read(readings.context(source, chunk.start, chunk.sentences))
         bare.readings = None  # read from the text, as a worker whose code differs from the build's does
         stored, read = Retriever(embedder), Retriever(embedder)

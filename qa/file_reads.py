@@ -1,0 +1,103 @@
+"""Parts of a version's files read on demand with `os.pread`, for a worker that serves it.
+
+Memory-mapped, every page a question touched stayed mapped in the worker and counted in its
+resident memory, although the page cache already holds it for all workers: at 1M chunks a worker
+serving on a Chroma server reached 3.6 GB, 2.8 GB of it mapped index files (README, Performance).
+Read with `pread`, the same bytes come from the same shared page cache and a worker keeps only
+what a question copies out: a few hundred rows. A run of consecutive rows is one read.
+
+Usage:
+    >>> vectors = NpyRows(version_dir / "sentence_vectors.npy")
+    >>> vectors[[7, 8, 9, 3]] @ query            # two reads: rows 7-9, then row 3
+    >>> text = FileBytes(version_dir / "sources.jsonl")[120:4_000]
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class FileBytes:
+    """A file's bytes, sliced with `[start:end]`; each slice is one read."""
+
+    def __init__(self, path: Path):
+        # A file object, not a bare descriptor: a read after close() fails instead of reading
+        # whatever file reused the number, and one dropped unclosed is closed by the collector.
+        self._file = open(path, "rb", buffering=0)
+        self.size = os.fstat(self._file.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop, step = part.indices(self.size)
+        if step != 1:
+            raise IndexError("FileBytes reads contiguous slices only")
+        return self.read(start, stop - start)
+
+    def read(self, at: int, size: int) -> bytes:
+        """`size` bytes from `at` (fewer at the end of the file); a short read is retried."""
+        parts, fd = [], self._file.fileno()
+        while size > 0:
+            part = os.pread(fd, size, at)
+            if not part:
+                break
+            parts.append(part)
+            at, size = at + len(part), size - len(part)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class NpyRows:
+    """The rows of a C-ordered `.npy` array, indexed like an ndarray along its first axis (an int,
+    a slice of step 1, or a sequence of ints); every result is an in-memory copy."""
+
+    def __init__(self, path: Path):
+        self._file = FileBytes(path)
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, self.dtype = read_header(f)
+            self._data_at = f.tell()
+        if fortran and len(shape) > 1:
+            raise ValueError(f"{path} holds a Fortran-ordered array; rows are read from C order")
+        self.shape: tuple[int, ...] = tuple(shape)
+        self._row_shape = self.shape[1:]
+        self._row_bytes = int(np.prod(self._row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: int | slice | list[int] | np.ndarray) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {key} is out of bounds for {len(self)} rows")
+            return self._rows(i, 1)[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("NpyRows reads slices of step 1 only")
+            return self._rows(start, max(0, stop - start))
+        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"a row is out of bounds for {len(self)} rows")
+        # One read per run of consecutive rows (a chunk's sentences lie together).
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate([[0], breaks]).tolist()
+        ends = np.concatenate([breaks, [len(rows)]]).tolist()
+        parts = [self._bytes(int(rows[a]), b - a) for a, b in zip(starts, ends)] if len(rows) else []
+        return np.frombuffer(b"".join(parts), self.dtype).reshape((len(rows), *self._row_shape))
+
+    def _bytes(self, first: int, count: int) -> bytes:
+        return self._file.read(self._data_at + first * self._row_bytes, count * self._row_bytes)
+
+    def _rows(self, first: int, count: int) -> np.ndarray:
+        return np.frombuffer(self._bytes(first, count), self.dtype).reshape((count, *self._row_shape))
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,66 @@
+"""A loaded version's stored readings (`qa.readings`): lines read and decoded when a question asks.
+
+Apart from `qa.readings` because that module's text is part of the fingerprint the lines are stored
+under: changing how the files are read must not make every version's lines stale.
+
+Usage:
+    >>> stored = StoredReadings.open(version_dir, manifest)   # None: made by other code, read the text
+    >>> stored.sentences(lo, hi)                              # a chunk's sentence rows: two reads
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from qa.file_reads import FileBytes, NpyRows
+from qa.readings import CONTEXTS, FILES, SENTENCES, SentenceFacts, decode, fingerprint
+
+COPY_BYTES = 1 << 24  # a build copies kept lines this much at a time
+
+
+class StoredReadings:
+    """The lines of `sentence_readings.jsonl` (a row per sentence) and `context_readings.jsonl` (a row
+    per chunk), found through their `_offsets.npy`."""
+
+    def __init__(self, folder: Path):
+        self._lines = {name: FileBytes(folder / f"{name}.jsonl") for name in (SENTENCES, CONTEXTS)}
+        self._offsets = {name: NpyRows(folder / f"{name}_offsets.npy") for name in (SENTENCES, CONTEXTS)}
+
+    @classmethod
+    def open(cls, folder: Path, manifest: dict) -> "StoredReadings | None":
+        """The version's stored readings when this code made them and the version holds their files
+        (a copy sealed by a worker before readings were stored may carry the key without them)."""
+        if manifest.get("readings") != fingerprint() or not set(FILES) <= manifest.get("files", {}).keys():
+            return None
+        return cls(folder)
+
+    def sentences(self, lo: int, hi: int) -> list[SentenceFacts]:
+        """Sentence rows [lo, hi): a chunk's."""
+        offsets = self._offsets[SENTENCES][lo : hi + 1].tolist()
+        lines = self._lines[SENTENCES][offsets[0] : offsets[-1]]
+        at = offsets[0]
+        return [decode(lines[a - at : b - at]) for a, b in zip(offsets, offsets[1:])]
+
+    def context(self, position: int) -> SentenceFacts:
+        start, end = self._offsets[CONTEXTS][position : position + 2].tolist()
+        return decode(self._lines[CONTEXTS][start:end])
+
+    def rows(self, name: str, lo: int, hi: int) -> bytes:
+        """The lines of rows [lo, hi) of `name` as they lie (one source's: a payload holds them)."""
+        start, end = self._offsets[name][lo : hi + 1][[0, -1]].tolist()
+        return self._lines[name][start:end]
+
+    def copy(self, name: str, lo: int, hi: int, out: BinaryIO) -> np.ndarray:
+        """Write the lines of rows [lo, hi) of `name` to `out`, COPY_BYTES at a time (a run of kept
+        sources may be nearly the whole file); returns each line's length."""
+        offsets = self._offsets[name][lo : hi + 1]
+        start, end = offsets[[0, -1]].tolist()
+        for at in range(start, end, COPY_BYTES):
+            out.write(self._lines[name][at : min(end, at + COPY_BYTES)])
+        return np.diff(offsets)
+
+    def close(self) -> None:
+        for file in (*self._lines.values(), *self._offsets.values()):
+            file.close()

@@ -1,0 +1,64 @@
+"""Rows and bytes read with pread must equal what numpy and Python read from the same file."""
+import numpy as np
+import pytest
+
+from qa.file_reads import FileBytes, NpyRows
+
+
+@pytest.fixture
+def stored(tmp_path):
+    arrays = {
+        "vectors": np.random.default_rng(0).standard_normal((50, 6)).astype(np.float16),
+        "spans": np.arange(100, dtype=np.int64).reshape(50, 2),
+        "offsets": np.cumsum(np.arange(51, dtype=np.int64)),
+    }
+    for name, a in arrays.items():
+        np.save(tmp_path / f"{name}.npy", a)
+    return tmp_path, arrays
+
+
+@pytest.mark.parametrize("key", [
+    [3], [7, 8, 9, 3], [49, 0, 1, 2, 2, 2, 10], list(range(50)), [], np.array([5, 6, 4], np.int32),
+])
+def test_a_sequence_of_rows_reads_what_numpy_indexes(stored, key):
+    folder, arrays = stored
+    for name, a in arrays.items():
+        rows = NpyRows(folder / f"{name}.npy")
+        got = rows[key]
+        assert got.dtype == a.dtype and got.shape == a[np.asarray(key, np.int64)].shape
+        assert np.array_equal(got, a[np.asarray(key, np.int64)])
+
+
+def test_ints_and_slices_read_what_numpy_indexes(stored):
+    folder, arrays = stored
+    for name, a in arrays.items():
+        rows = NpyRows(folder / f"{name}.npy")
+        assert rows.shape == a.shape and len(rows) == len(a)
+        for i in (0, 17, 49, -1, np.int64(3)):
+            assert np.array_equal(rows[i], a[i])
+        for part in (slice(0, 50), slice(10, 12), slice(48, 60), slice(5, 5), slice(None)):
+            assert np.array_equal(rows[part], a[part])
+
+
+def test_rows_out_of_bounds_or_strided_are_refused(stored):
+    folder, _ = stored
+    rows = NpyRows(folder / "vectors.npy")
+    for key in (50, -51, [0, 50], [-1]):
+        with pytest.raises(IndexError):
+            rows[key]
+    with pytest.raises(IndexError):
+        rows[::2]
+
+
+def test_file_bytes_slice_like_bytes_and_refuse_reads_once_closed(tmp_path):
+    data = "ünïcode line\n".encode() * 1000 + b"end"
+    (tmp_path / "f").write_bytes(data)
+    (tmp_path / "empty").write_bytes(b"")
+    f = FileBytes(tmp_path / "f")
+    assert len(f) == len(data)
+    for part in (slice(0, 5), slice(100, 4000), slice(len(data) - 2, len(data) + 10), slice(7, 7), slice(None)):
+        assert f[part] == data[part]
+    assert FileBytes(tmp_path / "empty")[0:10] == b""
+    f.close()
+    with pytest.raises(ValueError):
+        f[0:5]
