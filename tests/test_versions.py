@@ -127,3 +127,39 @@ def test_a_lease_that_cannot_be_written_still_serves_with_a_warning(seed_index, 
     service = QAService(_settings_from({"index_dir": index_dir}), embedder=embedder)
     assert service.ask("When did Maduro enact the treaty law?", 1)["results"]
     assert "cannot write a lease" in service.health()["warning"]
+
+
+def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read_again(tmp_path, monkeypatch):
+    from qa import versions
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for name in ("a.npy", "b.jsonl"):
+        (folder / name).write_bytes(name.encode() * 1000)
+    manifest = versions.seal(folder, {"version": "v"}, ("a.npy", "b.jsonl"))
+    hashed = []
+    real = versions.file_sha256
+    monkeypatch.setattr(versions, "file_sha256", lambda path: hashed.append(path.name) or real(path))
+    versions.verify_files(folder, manifest)
+    assert hashed == []  # sealed: stamped as written
+    # The same size, the modification time put back: the change time still tells.
+    before = (folder / "a.npy").stat()
+    (folder / "a.npy").write_bytes(b"x" * before.st_size)
+    os.utime(folder / "a.npy", ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(versions.IndexUnavailable, match="a.npy"):
+        versions.verify_files(folder, manifest)
+    (folder / "a.npy").write_bytes(b"a.npy" * 1000)  # restored: read once, then trusted again
+    for stamps in ("not json", "[1, 2]", None):
+        if stamps is None:
+            (folder / versions.VERIFIED).unlink()
+        else:
+            (folder / versions.VERIFIED).write_text(stamps)
+        hashed.clear()
+        versions.verify_files(folder, manifest)
+        assert sorted(hashed) == ["a.npy", "b.jsonl"]
+        hashed.clear()
+        versions.verify_files(folder, manifest)
+        assert hashed == []
+    (folder / "b.jsonl").unlink()
+    with pytest.raises(versions.IndexUnavailable, match="b.jsonl"):
+        versions.verify_files(folder, manifest)
