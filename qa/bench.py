@@ -112,8 +112,8 @@ class _Served:
 
     def memory_mb(self) -> dict[str, float]:
         """Resident memory of the server's processes (master and workers) and of its largest worker,
-        that worker's split into private memory (what each more worker costs) and mapped files (the
-        index arrays, BM25, libraries: the page cache every worker shares)."""
+        that worker's split into private memory (what each more worker costs) and mapped files
+        (libraries: the index's files are read with pread, from the page cache every worker shares)."""
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]
         sizes = {pid: _memory_mb(pid) for pid in [self.process.pid, *workers]}
         largest = max((sizes[w] for w in workers), key=lambda m: m["VmRSS"], default={"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0})

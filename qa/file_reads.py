@@ -23,8 +23,8 @@ class FileBytes:
     """A file's bytes, sliced with `[start:end]`; each slice is one read."""
 
     def __init__(self, path: Path):
-        # A file object, not a bare descriptor: a read after close() fails instead of reading
-        # whatever file reused the number, and one dropped unclosed is closed by the collector.
+        # A file object, not a bare descriptor: closed when the last reference to it goes, never
+        # while a request still reads it (so a descriptor number is never reused under a reader).
         self._file = open(path, "rb", buffering=0)
         self.size = os.fstat(self._file.fileno()).st_size
 
@@ -48,9 +48,6 @@ class FileBytes:
             at, size = at + len(part), size - len(part)
         return b"".join(parts)
 
-    def close(self) -> None:
-        self._file.close()
-
 
 class NpyRows:
     """The rows of a C-ordered `.npy` array, indexed like an ndarray along its first axis (an int,
@@ -60,14 +57,20 @@ class NpyRows:
         self._file = FileBytes(path)
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{path}: .npy format {version} is not read here (np.save writes 1.0 or 2.0)")
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, self.dtype = read_header(f)
             self._data_at = f.tell()
         if fortran and len(shape) > 1:
             raise ValueError(f"{path} holds a Fortran-ordered array; rows are read from C order")
+        if not shape or self.dtype.hasobject:
+            raise ValueError(f"{path} holds no rows of plain values")
         self.shape: tuple[int, ...] = tuple(shape)
         self._row_shape = self.shape[1:]
         self._row_bytes = int(np.prod(self._row_shape, dtype=np.int64)) * self.dtype.itemsize
+        if self._file.size < self._data_at + self.shape[0] * self._row_bytes:  # as np.load refuses it
+            raise ValueError(f"{path} is shorter than its {self.shape} {self.dtype} array: truncated")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -83,7 +86,10 @@ class NpyRows:
             if step != 1:
                 raise IndexError("NpyRows reads slices of step 1 only")
             return self._rows(start, max(0, stop - start))
-        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        rows = np.asarray(key)
+        if isinstance(key, tuple) or (rows.size and rows.dtype.kind not in "iu"):  # no masks, no (row, column)
+            raise IndexError("NpyRows takes a row, a slice or a sequence of row numbers")
+        rows = rows.astype(np.int64, copy=False).reshape(-1)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"a row is out of bounds for {len(self)} rows")
         # One read per run of consecutive rows (a chunk's sentences lie together).
@@ -98,6 +104,3 @@ class NpyRows:
 
     def _rows(self, first: int, count: int) -> np.ndarray:
         return np.frombuffer(self._bytes(first, count), self.dtype).reshape((count, *self._row_shape))
-
-    def close(self) -> None:
-        self._file.close()

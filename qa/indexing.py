@@ -4,8 +4,9 @@ A version folder holds manifest.json (last written, checksummed), sources.jsonl 
 (one line per source, per chunk), one `.npy` per array (sentence and chunk vectors as float16,
 sentence spans, each chunk's sentence rows, each chunk's BM25 term counts), terms.json, the
 readings ranking needs of each sentence and chunk context (`qa.readings`), bm25/ and chroma/
-(embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is `qa.versions`. Arrays and BM25 are memory-mapped when loaded: every worker reads them from the one
-page cache, and only the rows a request touches are read from disk.
+(embedded store); the layout around it (CURRENT, leases, the switch, clean-up) is `qa.versions`. A loaded
+version reads the rows, texts, readings and BM25 postings a request touches with `pread`
+(`qa.file_reads`): every worker reads them from the one page cache, and none stays in its memory.
 
 A build costs what changed. A file whose size, mtime and ctime match what the previous version
 recorded is not read (`qa.sources`); a re-read file of the same content hash and cleaned text is
@@ -130,10 +131,9 @@ class LoadedIndex:
         self.position = self.chunks.positions
 
     def close(self) -> None:
-        """Release the files, the store and the lease: the version may be deleted once no process holds it."""
-        for file in (self.sources, self.sentence_spans, self.sentence_vectors, self.chunk_rows, self.chunk_vectors,
-                     self.lexical, *([self.readings] if self.readings else [])):
-            file.close()
+        """Release the store and the lease: the version may be deleted once no process holds it. Its
+        files close when the last reference to them goes (a request that took the index without
+        holding it still reads what it took; Linux keeps a deleted file readable while it is open)."""
         self.store.close()
         if self.index_dir is not None:
             versions.release(self.index_dir, self.version)
@@ -228,7 +228,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
     # Rows read when a question asks for them: the page cache holds the files for every worker.
     arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
     counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
-    if sum(counts.values()) != len(arrays["chunk_rows"]) or set(counts) != set(sources):
+    if sum(counts.values()) != len(arrays["chunk_rows"]) or list(counts) != list(sources):
         raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
     chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
     store = VectorStore.open(settings, version_dir, manifest)
@@ -296,7 +296,7 @@ class _Base:
         folder = versions.version_dir(settings.index_dir, version)
         manifest = read_manifest(folder)
         _check_compatible(manifest, settings, chunking=not settings.chroma_index)
-        versions.verify_files(folder, manifest)  # hashing reads each file once, at disk speed: no object per chunk
+        versions.verify_files(folder, manifest)  # at disk speed, and only files changed since last checked
         return cls.read(folder, manifest)
 
     @classmethod

@@ -90,11 +90,6 @@ class LexicalIndex:
                             **{k: NpyRows(folder / f"{k}.csc.index.npy") for k in POSTINGS}}
         return cls(retriever, size)
 
-    def close(self) -> None:
-        for k in POSTINGS:
-            if isinstance(self.retriever.scores[k], NpyRows):
-                self.retriever.scores[k].close()
-
     def search(self, query: str, n: int, mask: np.ndarray | None = None) -> tuple[list[int], list[float]]:
         """Indices of the best `n` texts with positive score, best first; with `mask` (one weight per
         text), only among the texts it weighs above 0."""

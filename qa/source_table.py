@@ -74,5 +74,3 @@ class SourceTable(Mapping[str, Source]):
     def __len__(self) -> int:
         return len(self._lines)
 
-    def close(self) -> None:
-        self._data.close()

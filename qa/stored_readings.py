@@ -60,7 +60,3 @@ class StoredReadings:
         for at in range(start, end, COPY_BYTES):
             out.write(self._lines[name][at : min(end, at + COPY_BYTES)])
         return np.diff(offsets)
-
-    def close(self) -> None:
-        for file in (*self._lines.values(), *self._offsets.values()):
-            file.close()

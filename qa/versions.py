@@ -46,6 +46,7 @@ TRASH = "trash"
 LOCK = ".build.lock"
 MANIFEST = "manifest.json"
 VERIFIED = ".verified.json"
+RACY_NS = 2_000_000_000  # a stamp holds for a file last changed this long before its stat: coarser than any file system's clock tick
 INDEX_ID = "ID"  # the index's own name: its collection on a Chroma server that several indexes share
 FULL_REBUILD_HINT = "run `qa index --full` to rebuild it"
 HEARTBEAT_SECONDS = 10.0
@@ -109,18 +110,18 @@ def current_manifest(index_dir: Path) -> dict:
 
 def verify_files(folder: Path, manifest: dict) -> None:
     """Check every file against its manifest checksum. A file whose stat (inode, size, modification
-    and change times) is as when its checksum last matched is not read again: any write or
-    replacement changes one of them, and hashing a 1M-chunk version took 4.3 s of every load."""
+    and change times) is as when its checksum last matched, in this boot, is not read again: any
+    write or replacement changes one of them (hashing a 1M-chunk version took 4.3 s of every load)."""
     verified = _verified(folder)
+    checked_at = time.time_ns()  # before the stats, as in seal()
     now: dict[str, list] = {}
     for name, expected in manifest["files"].items():
         path = folder / name
-        stamp = [expected, *_stat(path)] if path.is_file() else None  # taken before reading, as in seal()
+        stamp = [expected, *_stat(path)] if path.is_file() else None
         if stamp is None or (verified.get(name) != stamp and file_sha256(path) != expected):
             raise IndexUnavailable(f"index file {name} of version {folder.name} is missing or damaged; {FULL_REBUILD_HINT}")
         now[name] = stamp
-    if now != verified:
-        _write_verified(folder, now)
+    _write_verified(folder, now, checked_at, verified)
 
 
 def _stat(path: Path) -> list[int]:
@@ -128,17 +129,32 @@ def _stat(path: Path) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+def _boot() -> str:
+    """This boot's id: after a crash, a file's stat may be as stamped while its blocks never reached the disk."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""  # no boot id: stamps hold across boots
+
+
 def _verified(folder: Path) -> dict:
     try:
         verified = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return verified if isinstance(verified, dict) else {}
+    if not isinstance(verified, dict) or verified.get("boot") != _boot() or not isinstance(verified.get("files"), dict):
+        return {}
+    return verified["files"]
 
 
-def _write_verified(folder: Path, stamps: dict) -> None:
+def _write_verified(folder: Path, stamps: dict, checked_at: int, previous: dict | None = None) -> None:
+    """Keep the stamps of files last changed well before they were checked (git's "racily clean"
+    rule: a file rewritten within a clock tick of its stat could keep the stamped times)."""
+    settled = {name: stamp for name, stamp in stamps.items() if stamp[-1] < checked_at - RACY_NS}
+    if settled == previous:
+        return
     try:
-        write_atomic(folder / VERIFIED, json.dumps(stamps))
+        write_atomic(folder / VERIFIED, json.dumps({"boot": _boot(), "files": settled}))
     except OSError:
         pass  # a read-only copy: every load checks every file, as before
 
@@ -181,10 +197,11 @@ def recorded_id(index_dir: Path) -> str | None:
 
 def seal(folder: Path, manifest: dict, files: tuple[str, ...]) -> dict:
     """Checksum `files` and write the manifest, last: the version is complete. Returns the manifest written."""
+    checked_at = time.time_ns()
     stats = {name: _stat(folder / name) for name in files}  # before reading: a later write changes them
     manifest = {**manifest, "files": {name: file_sha256(folder / name) for name in files}}
     manifest["checksum"] = manifest_checksum(manifest)
-    _write_verified(folder, {name: [digest, *stats[name]] for name, digest in manifest["files"].items()})
+    _write_verified(folder, {name: [digest, *stats[name]] for name, digest in manifest["files"].items()}, checked_at)
     # Not indented: json's fast encoder writes only compact text (seconds less for a manifest of 100k sources).
     write_atomic(folder / MANIFEST, json.dumps(manifest, ensure_ascii=False))
     return manifest

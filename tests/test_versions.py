@@ -130,6 +130,9 @@ def test_a_lease_that_cannot_be_written_still_serves_with_a_warning(seed_index, 
 
 
 def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read_again(tmp_path, monkeypatch):
+    import json
+    import time
+
     from qa import versions
 
     folder = tmp_path / "v"
@@ -140,26 +143,32 @@ def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read
     hashed = []
     real = versions.file_sha256
     monkeypatch.setattr(versions, "file_sha256", lambda path: hashed.append(path.name) or real(path))
-    versions.verify_files(folder, manifest)
-    assert hashed == []  # sealed: stamped as written
+
+    def verify() -> list[str]:
+        hashed.clear()
+        versions.verify_files(folder, manifest)
+        return sorted(hashed)
+
+    # Just written: within a clock tick's margin of their stat, so not trusted yet ("racily clean").
+    assert verify() == ["a.npy", "b.jsonl"] and verify() == ["a.npy", "b.jsonl"]
+    monkeypatch.setattr(versions, "RACY_NS", 0)  # as if written long ago (sleeps stand in for the margin below)
+    assert verify() == ["a.npy", "b.jsonl"] and verify() == []
     # The same size, the modification time put back: the change time still tells.
     before = (folder / "a.npy").stat()
+    time.sleep(0.05)  # more than a coarse clock tick
     (folder / "a.npy").write_bytes(b"x" * before.st_size)
     os.utime(folder / "a.npy", ns=(before.st_atime_ns, before.st_mtime_ns))
     with pytest.raises(versions.IndexUnavailable, match="a.npy"):
-        versions.verify_files(folder, manifest)
+        verify()
     (folder / "a.npy").write_bytes(b"a.npy" * 1000)  # restored: read once, then trusted again
-    for stamps in ("not json", "[1, 2]", None):
-        if stamps is None:
+    assert verify() == ["a.npy"] and verify() == []
+    stamps = json.loads((folder / versions.VERIFIED).read_text())
+    for damaged in ("not json", "[1, 2]", json.dumps({**stamps, "boot": "another boot"}), None):
+        if damaged is None:
             (folder / versions.VERIFIED).unlink()
         else:
-            (folder / versions.VERIFIED).write_text(stamps)
-        hashed.clear()
-        versions.verify_files(folder, manifest)
-        assert sorted(hashed) == ["a.npy", "b.jsonl"]
-        hashed.clear()
-        versions.verify_files(folder, manifest)
-        assert hashed == []
+            (folder / versions.VERIFIED).write_text(damaged)
+        assert verify() == ["a.npy", "b.jsonl"] and verify() == []
     (folder / "b.jsonl").unlink()
     with pytest.raises(versions.IndexUnavailable, match="b.jsonl"):
-        versions.verify_files(folder, manifest)
+        verify()
