@@ -2,7 +2,8 @@
 
 Memory-mapped, every page a question touched stayed mapped in the worker and counted in its
 resident memory, although the page cache already holds it for all workers: at 1M chunks a worker
-serving on a Chroma server reached 3.6 GB, 2.8 GB of it mapped index files (README, Performance).
+serving on a Chroma server reached 3.6 GB, 2.8 GB of it mapped files, nearly all the index's
+(README, Performance).
 Read with `pread`, the same bytes come from the same shared page cache and a worker keeps only
 what a question copies out: a few hundred rows. A run of consecutive rows is one read.
 
