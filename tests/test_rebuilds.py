@@ -15,6 +15,7 @@ import pytest
 
 from qa.config import Settings
 from qa.indexing import IndexBuilder, current_version, load_index
+from qa.versions import current_manifest
 from tests.conftest import QA, SEEDS
 from tests.test_versions import build_here
 
@@ -103,8 +104,6 @@ def test_a_reused_source_keeps_the_text_its_offsets_point_into(sources_copy, tmp
 
 
 def _built_hash(index_dir: Path, source_id: str) -> str | None:
-    from qa.versions import current_manifest
-
     return current_manifest(index_dir).get("sources", {}).get(source_id, {}).get("sha256")
 
 
@@ -255,11 +254,11 @@ def test_an_incremental_build_gives_what_a_full_build_of_the_same_folder_gives(s
             assert np.array_equal(getattr(built, name)[:], getattr(full, name)[:])
         for name in ("sentence_vectors", "chunk_vectors"):
             assert np.allclose(getattr(built, name)[:], getattr(full, name)[:], atol=2e-3)
-        def described(index) -> dict:  # each source as the manifest describes it, but for which build embedded it
-            return {sid: {k: v for k, v in entry.items() if k != "embedded"} for sid, entry in index.manifest["sources"].items()}
+        def described(index_dir) -> dict:  # each source as the manifest describes it, but for which build embedded it
+            return {sid: {k: v for k, v in entry.items() if k != "embedded"} for sid, entry in current_manifest(index_dir)["sources"].items()}
 
-        assert described(built) == described(full)
-        embedded_by = {sid: entry["embedded"] for sid, entry in built.manifest["sources"].items()}
+        assert described(settings.index_dir) == described(full_settings.index_dir)
+        embedded_by = {sid: entry["embedded"] for sid, entry in current_manifest(settings.index_dir)["sources"].items()}
         assert embedded_by[first.stem] == first_version != embedded_by[second.stem] == embedded_by["added.md"] == built.version
         assert built.store.count() == full.store.count() == len(full.chunks)
         questions = ["When did Maduro enact the treaty law?", "Which port handled tankers?", "Orinoco bridge traffic",
