@@ -225,7 +225,10 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
 
 
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
-    sources = SourceTable(version_dir / "sources.jsonl")
+    try:
+        sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
+    except ValueError as err:
+        raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
     # Rows read when a question asks for them: the page cache holds the files for every worker.
     arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
     counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
@@ -735,8 +738,9 @@ class IndexBuilder:
             "collection": collection,  # on a Chroma server, the index's collection: what a worker opens
             # In index order: each source's rows in the arrays follow from the counts before it.
             "sources": {s.id: {"sha256": sha256[s.id], "file": s.file_name, "chunks": counts[s.id][0],
-                               "sentences": counts[s.id][1], "meta": metas[s.id], "embedded": embedded[s.id]}
-                        for s in sources},
+                               "sentences": counts[s.id][1], "meta": metas[s.id], "embedded": embedded[s.id],
+                               "bytes": len(line)}  # its sources.jsonl line's
+                        for s, line in zip(sources, source_lines)},
             "chunk_count": at,
             # Why there is nothing to serve, for the server's 503 (None when there are sources).
             "empty": None if sources else empty_reason(settings.sources_dir, problems),

@@ -146,3 +146,39 @@ def test_the_source_table_reads_each_lines_metadata_as_a_whole_parse_does(tmp_pa
     assert list(table) == ["a", "b"]
     assert table.metas == {"a": tricky, "b": SourceMeta(id="b")}
     assert table["a"] == source_from_line(lines[0]) == sources[0] and table["b"] == sources[1]
+
+
+def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed_index, tmp_path):
+    """As parsing every line of sources.jsonl would give them; a manifest whose lengths disagree with
+    the file is refused at load, and one without them (an earlier build) is read from the lines."""
+    from qa.source_table import SourceTable
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
+    folder = index_dir / "versions" / current_version(index_dir)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entries = manifest["sources"]
+    given, scanned = SourceTable(folder / "sources.jsonl", entries), SourceTable(folder / "sources.jsonl")
+    assert given.metas == scanned.metas and given._lines == scanned._lines
+    assert [given[sid] for sid in given] == [scanned[sid] for sid in scanned]
+    settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": index_dir})
+    first, second = list(entries)[:2]
+    for change, fails in (({first: 1, second: -1}, False), ({first: 1}, True), ({}, False)):
+        edited = {**manifest, "sources": {sid: {**entry, "bytes": entry["bytes"] + change.get(sid, 0)} for sid, entry in entries.items()}}
+        if not change:  # an earlier build's manifest
+            edited["sources"] = {sid: {k: v for k, v in entry.items() if k != "bytes"} for sid, entry in entries.items()}
+        edited["checksum"] = manifest_checksum(edited)
+        (folder / "manifest.json").write_text(json.dumps(edited))
+        if fails:
+            with pytest.raises(IndexUnavailable, match="sources of version .* do not match its manifest"):
+                load_index(settings)
+            continue
+        index = load_index(settings)
+        try:
+            if change:  # the same total, a line boundary moved: reading the source says so, never a wrong text
+                with pytest.raises(ValueError):
+                    index.sources[second]
+            else:
+                assert [index.sources[sid] for sid in index.sources] == [scanned[sid] for sid in scanned]
+        finally:
+            index.close()

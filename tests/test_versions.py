@@ -172,3 +172,39 @@ def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read
     (folder / "b.jsonl").unlink()
     with pytest.raises(versions.IndexUnavailable, match="b.jsonl"):
         verify()
+
+
+def test_a_manifest_whose_stat_is_unchanged_since_its_checksum_matched_is_not_checked_again(tmp_path, monkeypatch):
+    import json
+    import time
+
+    from qa import versions
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    (folder / "a.npy").write_bytes(b"a" * 100)
+    written = versions.seal(folder, {"version": "v", "sources": {"a": {"chunks": 1}}}, ("a.npy",))
+    checked = []
+    real = versions.manifest_checksum
+    monkeypatch.setattr(versions, "manifest_checksum", lambda manifest: checked.append(1) or real(manifest))
+
+    def read() -> int:
+        checked.clear()
+        assert versions.read_manifest(folder) == written
+        return len(checked)
+
+    assert read() == 1 and read() == 1  # just written: not trusted yet
+    monkeypatch.setattr(versions, "RACY_NS", 0)
+    assert read() == 1 and read() == 0
+    versions.verify_files(folder, written)  # the files' check keeps the manifest's stamp
+    assert read() == 0
+    # Edited in place, its checksum field left as it was and its modification time put back.
+    path = folder / versions.MANIFEST
+    before = path.stat()
+    time.sleep(0.05)
+    path.write_text(path.read_text().replace('"chunks": 1', '"chunks": 2'))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(versions.IndexUnavailable, match="checksum"):
+        versions.read_manifest(folder)
+    path.write_text(json.dumps(written))  # another file with the same content: checked once, then trusted
+    assert read() == 1 and read() == 0
