@@ -27,6 +27,7 @@ class FileBytes:
         # A file object, not a bare descriptor: closed when the last reference to it goes, never
         # while a request still reads it (so a descriptor number is never reused under a reader).
         self._file = open(path, "rb", buffering=0)
+        self.name = path.name
         self.size = os.fstat(self._file.fileno()).st_size
 
     def __len__(self) -> int:

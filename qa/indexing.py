@@ -153,8 +153,8 @@ FETCH_BATCH = 64  # payloads a stateless worker holds in memory at a time while 
 PUBLISH_BATCH = 256  # payloads uploaded per step of a build on a Chroma server
 STORE_SLICE = 20_000  # chunk vectors a build hands the vector store at a time
 DATA_FILES = ("sources.jsonl", "chunks.jsonl", "terms.json", *(f"{name}.npy" for name in ARRAYS + TERM_ARRAYS), *readings.FILES)
-# A worker's copy equals the build's in these (and in the readings when its code reads as the build's did).
 PER_SOURCE = ("sources", "source_files")  # the manifest's tables a build reads and a loaded version does not keep
+# A worker's copy equals the build's in these (and in the readings when its code reads as the build's did).
 COPIED_FILES = ("sources.jsonl", "chunks.jsonl", *(f"{name}.npy" for name in ARRAYS))
 
 
@@ -192,7 +192,7 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
         raise IndexUnavailable(f"no index in {index_dir}: run `qa index` to build it")
     try:
         version_dir = versions.version_dir(index_dir, version)
-        manifest = read_manifest(version_dir)
+        manifest = read_manifest(version_dir, stamp=True)
         _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(version_dir, manifest)
         return _load_version(settings, version_dir, manifest)
@@ -227,7 +227,7 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
     try:
         sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
     # Rows read when a question asks for them: the page cache holds the files for every worker.
     arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
@@ -298,7 +298,7 @@ class _Base:
     def open(cls, settings: Settings, version: str) -> "_Base":
         """Raises IndexUnavailable (or whatever a damaged file raises) when the version cannot be built on."""
         folder = versions.version_dir(settings.index_dir, version)
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, stamp=True)
         _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(folder, manifest)  # at disk speed, and only files changed since last checked
         return cls.read(folder, manifest)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from qa.citations import cite, citation_json, source_json
 from qa.config import Settings
@@ -33,6 +34,7 @@ from qa.published import Follower
 from qa.ranker import RankerError
 from qa.recency import Sort, newest_first, prefer_recent
 from qa.retrieval import Retriever
+from qa.source_table import DamagedSource
 from qa.store import StoreError
 from qa import versions
 
@@ -43,20 +45,28 @@ FIRST_LOAD_WAIT_SECONDS = 10  # with no version loaded yet, a request waits this
 FOLD_FETCH = 2  # passages retrieved per result asked for: room for the ones folded under an earlier fact
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs `ldconfig -p`); None elsewhere."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
 def _return_freed_memory() -> None:
     """Give the heap what a copy or a replaced version freed back to the system: glibc keeps it
     otherwise (measured at 103,070 chunks: a stateless worker's private memory 498 MB without a trim
-    after its copy, 338 MB with; at 1M chunks, a process that loaded, closed and loaded a version
-    again held 2,567 MB without a trim after the close, 2,353 MB with)."""
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    after its copy, 338 MB with; at 1M chunks, a `qa serve` worker that followed a one-source
+    rebuild held 2,781 MB without a trim after closing the old version, 2,513 MB with)."""
+    if trim := _malloc_trim():
+        trim(0)
 
 
 def _close(replaced: LoadedIndex) -> None:
     """Close a version no request holds any more, and return what it held (its Chroma index, the
-    largest part of a worker's memory) to the system before the next version grows the heap."""
+    largest part of a worker's memory) to the system: else the worker keeps the old version's
+    memory beside the new one's."""
     replaced.close()
     _return_freed_memory()
 
@@ -246,14 +256,15 @@ class QAService:
         """Raises FilterError when the filter names ids or outlets this index version does not hold."""
         with self.holding() as index:
             selection = scope.select(index.sources.metas) if scope.active else None
+            # The Chroma server down, the model file unusable, a source not where the index says: a 503 saying so.
             try:  # twice k, so that k distinct facts remain once repeats are folded
                 answer = self.retriever.run(index, question, FOLD_FETCH * k, scope=selection)
-            except (StoreError, RankerError) as err:  # the Chroma server is down, the model file unusable: a 503 saying so
+                answer = self.corroborator.run(index, prefer_recent(index, answer), k)
+                if sort == "newest":
+                    answer = newest_first(index, answer)
+                return Asked(answer, cite(index, answer), selection)
+            except (StoreError, RankerError, DamagedSource) as err:
                 raise ServiceUnavailable(str(err)) from err
-            answer = self.corroborator.run(index, prefer_recent(index, answer), k)
-            if sort == "newest":
-                answer = newest_first(index, answer)
-            return Asked(answer, cite(index, answer), selection)
 
     def ask(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> dict:
         """The API's response for one question."""

@@ -25,6 +25,10 @@ META_FIRST = b'{"meta": '
 _DECODER = json.JSONDecoder()
 
 
+class DamagedSource(ValueError):
+    """A source's line cannot be read where the index says it is; the message names the fix."""
+
+
 def source_from_line(line: str | bytes) -> Source:
     """A source from its sources.jsonl line."""
     s = json.loads(line)
@@ -34,7 +38,8 @@ def source_from_line(line: str | bytes) -> Source:
 
 def _meta(line: bytes) -> dict:
     """A sources.jsonl line's metadata. The build writes it first (`{"meta": {...}, "text": ...`), so
-    only it is parsed, not the text (1.5 s of a load at 1M chunks, parsing every line whole)."""
+    only it is parsed, not the text (for a manifest without line lengths: parsing every line whole
+    took 1.5 s of a load at 1M chunks)."""
     if line.startswith(META_FIRST):
         return _DECODER.raw_decode(line.decode("utf-8"), len(META_FIRST))[0]
     return json.loads(line)["meta"]
@@ -50,14 +55,15 @@ class SourceTable(Mapping[str, Source]):
     def __init__(self, path: Path, entries: Mapping[str, dict] | None = None):
         self.metas: dict[str, SourceMeta] = {}
         self._lines: dict[str, tuple[int, int]] = {}  # id -> its line's [start, end) in the file
+        self._data = FileBytes(path)
         at = 0
         if entries and all("bytes" in entry for entry in entries.values()):
             for source_id, entry in entries.items():
                 self.metas[source_id] = SourceMeta(**entry["meta"])
                 self._lines[source_id] = (at, at + entry["bytes"])
                 at += entry["bytes"]
-            if at != path.stat().st_size:
-                raise ValueError(f"{path.name} holds {path.stat().st_size} bytes, its manifest says {at}")
+            if at != self._data.size:
+                raise ValueError(f"{path.name} holds {self._data.size} bytes, its manifest says {at}")
         else:
             with path.open("rb") as f:
                 for line in f:
@@ -65,12 +71,18 @@ class SourceTable(Mapping[str, Source]):
                     self.metas[meta.id] = meta
                     self._lines[meta.id] = (at, at + len(line))
                     at += len(line)
-        self._data = FileBytes(path)
         self._read = functools.lru_cache(maxsize=CACHED_SOURCES)(self._decode)  # thread-safe
 
     def _decode(self, source_id: str) -> Source:
         start, end = self._lines[source_id]
-        return source_from_line(self._data[start:end])
+        try:
+            source = source_from_line(self._data[start:end])
+        except ValueError:
+            source = None
+        if source is None or source.meta.id != source_id:  # the manifest's line lengths are not the file's
+            raise DamagedSource(f"the line of source {source_id} in {self._data.name} is not where the index "
+                                f"says; run `qa index --full` to rebuild it")
+        return source
 
     def __getitem__(self, source_id: str) -> Source:
         if source_id not in self._lines:

@@ -87,13 +87,15 @@ def manifest_checksum(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path, stamp: bool = False) -> dict:
     """The version's manifest, its checksum checked unless the file's stat is as when it last
-    matched, as for the version's files (`verify_files`; 0.37 s of a load at 1M chunks)."""
+    matched, as for the version's files (`verify_files`; 0.37 s of a load at 1M chunks). `stamp`:
+    record a match in `.verified.json` (a load does; a look at a version, maybe one being deleted, does not)."""
     checked_at = time.time_ns()  # before the stat, as in seal()
     try:
         with (folder / MANIFEST).open("rb") as f:
-            stat = _stamp(os.fstat(f.fileno()))  # of the file read, even if the manifest is replaced meanwhile
+            # Of the file read, even if the manifest is replaced meanwhile (always whole: write_atomic).
+            stat = _stamp(os.fstat(f.fileno()))
             manifest = json.loads(f.read())
     except FileNotFoundError:
         raise IndexUnavailable(f"index version {folder.name} has no manifest; {FULL_REBUILD_HINT}") from None
@@ -102,11 +104,12 @@ def read_manifest(folder: Path) -> dict:
     if not isinstance(manifest, dict):
         raise IndexUnavailable(f"the manifest of index version {folder.name} fails its checksum; {FULL_REBUILD_HINT}")
     verified = _verified(folder)
-    stamp = [manifest.get("checksum"), *stat]
-    if verified.get(MANIFEST) != stamp:
+    stamped = [manifest.get("checksum"), *stat]
+    if verified.get(MANIFEST) != stamped:
         if manifest.get("checksum") != manifest_checksum(manifest):
             raise IndexUnavailable(f"the manifest of index version {folder.name} fails its checksum; {FULL_REBUILD_HINT}")
-        _write_verified(folder, {**verified, MANIFEST: stamp}, checked_at, verified)
+        if stamp:
+            _write_verified(folder, {**verified, MANIFEST: stamped}, checked_at, verified)
     return manifest
 
 
@@ -158,7 +161,8 @@ def _verified(folder: Path) -> dict:
         return {}
     if not isinstance(verified, dict) or verified.get("boot") != _boot() or not isinstance(verified.get("files"), dict):
         return {}
-    return verified["files"]
+    # A damaged entry is no stamp: the file is checked, and its entry written anew.
+    return {name: stamp for name, stamp in verified["files"].items() if isinstance(stamp, list) and len(stamp) == 5}
 
 
 def _write_verified(folder: Path, stamps: dict, checked_at: int, previous: dict | None = None) -> None:

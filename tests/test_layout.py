@@ -148,10 +148,14 @@ def test_the_source_table_reads_each_lines_metadata_as_a_whole_parse_does(tmp_pa
     assert table["a"] == source_from_line(lines[0]) == sources[0] and table["b"] == sources[1]
 
 
-def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed_index, tmp_path):
-    """As parsing every line of sources.jsonl would give them; a manifest whose lengths disagree with
-    the file is refused at load, and one without them (an earlier build) is read from the lines."""
-    from qa.source_table import SourceTable
+def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed_index, tmp_path, embedder):
+    """As parsing every line of sources.jsonl would give them. A manifest whose lengths disagree with
+    the file is refused at load; lengths that move a line boundary (or swap two lines) are found
+    when the source is read, and a question gets a 503 saying so, never another source's text; a
+    manifest without them (an earlier build) is read from the lines."""
+    from qa.filters import Scope
+    from qa.service import QAService, ServiceUnavailable
+    from qa.source_table import DamagedSource, SourceTable
 
     index_dir = tmp_path / "index"
     shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
@@ -163,10 +167,12 @@ def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed
     assert [given[sid] for sid in given] == [scanned[sid] for sid in scanned]
     settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": index_dir})
     first, second = list(entries)[:2]
-    for change, fails in (({first: 1, second: -1}, False), ({first: 1}, True), ({}, False)):
-        edited = {**manifest, "sources": {sid: {**entry, "bytes": entry["bytes"] + change.get(sid, 0)} for sid, entry in entries.items()}}
-        if not change:  # an earlier build's manifest
-            edited["sources"] = {sid: {k: v for k, v in entry.items() if k != "bytes"} for sid, entry in entries.items()}
+    length = {sid: entry["bytes"] for sid, entry in entries.items()}
+    swapped = {**length, first: length[second], second: length[first]}
+    for lengths, fails in (({**length, first: length[first] + 1, second: length[second] - 1}, False), (swapped, False),
+                           ({**length, first: length[first] + 1}, True), (None, False)):
+        edited = {**manifest, "sources": {sid: {**entry, "bytes": lengths[sid]} if lengths else
+                                          {k: v for k, v in entry.items() if k != "bytes"} for sid, entry in entries.items()}}
         edited["checksum"] = manifest_checksum(edited)
         (folder / "manifest.json").write_text(json.dumps(edited))
         if fails:
@@ -175,10 +181,14 @@ def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed
             continue
         index = load_index(settings)
         try:
-            if change:  # the same total, a line boundary moved: reading the source says so, never a wrong text
-                with pytest.raises(ValueError):
-                    index.sources[second]
-            else:
+            if lengths is None:
                 assert [index.sources[sid] for sid in index.sources] == [scanned[sid] for sid in scanned]
+                continue
+            for sid in (first, second):
+                with pytest.raises(DamagedSource, match=f"source {sid} .*qa index --full"):
+                    index.sources[sid]
         finally:
             index.close()
+        service = QAService(settings, embedder=embedder)
+        with pytest.raises(ServiceUnavailable, match=f"source {first} .*qa index --full"):
+            service.ask("When did Maduro enact the treaty law?", 5, scope=Scope(sources=frozenset({first})))

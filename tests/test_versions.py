@@ -163,7 +163,8 @@ def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read
     (folder / "a.npy").write_bytes(b"a.npy" * 1000)  # restored: read once, then trusted again
     assert verify() == ["a.npy"] and verify() == []
     stamps = json.loads((folder / versions.VERIFIED).read_text())
-    for damaged in ("not json", "[1, 2]", json.dumps({**stamps, "boot": "another boot"}), None):
+    wrong_shapes = {**stamps["files"], "a.npy": 5, "b.jsonl": [], versions.MANIFEST: None}
+    for damaged in ("not json", "[1, 2]", json.dumps({**stamps, "boot": "another boot"}), json.dumps({**stamps, "files": wrong_shapes}), None):
         if damaged is None:
             (folder / versions.VERIFIED).unlink()
         else:
@@ -188,14 +189,15 @@ def test_a_manifest_whose_stat_is_unchanged_since_its_checksum_matched_is_not_ch
     real = versions.manifest_checksum
     monkeypatch.setattr(versions, "manifest_checksum", lambda manifest: checked.append(1) or real(manifest))
 
-    def read() -> int:
+    def read(stamp: bool = True) -> int:
         checked.clear()
-        assert versions.read_manifest(folder) == written
+        assert versions.read_manifest(folder, stamp=stamp) == written
         return len(checked)
 
     assert read() == 1 and read() == 1  # just written: not trusted yet
     monkeypatch.setattr(versions, "RACY_NS", 0)
-    assert read() == 1 and read() == 0
+    assert read(stamp=False) == 1 and read(stamp=False) == 1  # a look that does not stamp
+    assert read() == 1 and read() == 0 and read(stamp=False) == 0
     versions.verify_files(folder, written)  # the files' check keeps the manifest's stamp
     assert read() == 0
     # Edited in place, its checksum field left as it was and its modification time put back.
@@ -206,5 +208,7 @@ def test_a_manifest_whose_stat_is_unchanged_since_its_checksum_matched_is_not_ch
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     with pytest.raises(versions.IndexUnavailable, match="checksum"):
         versions.read_manifest(folder)
-    path.write_text(json.dumps(written))  # another file with the same content: checked once, then trusted
+    path.write_text(json.dumps(written))  # its content put back: checked once, then trusted
+    assert read() == 1 and read() == 0
+    versions.write_atomic(path, json.dumps(written))  # replaced by another file (inode) of the same content
     assert read() == 1 and read() == 0
