@@ -46,7 +46,12 @@ TRASH = "trash"
 LOCK = ".build.lock"
 MANIFEST = "manifest.json"
 VERIFIED = ".verified.json"
-RACY_NS = 2_000_000_000  # a stamp holds for a file last changed this long before its stat: coarser than any file system's clock tick
+# A stamp holds for a file last changed this long before its stat: then no rewrite can follow the
+# stat within the same tick of the file system's clock and keep the stamped times. Linux file systems
+# take times from the kernel's tick (at most 10 ms); one keeping whole seconds (FAT, HFS+, some
+# network shares) gets the longer margin.
+RACY_NS = 100_000_000
+COARSE_RACY_NS = 2_000_000_000
 INDEX_ID = "ID"  # the index's own name: its collection on a Chroma server that several indexes share
 FULL_REBUILD_HINT = "run `qa index --full` to rebuild it"
 HEARTBEAT_SECONDS = 10.0
@@ -168,13 +173,20 @@ def _verified(folder: Path) -> dict:
 def _write_verified(folder: Path, stamps: dict, checked_at: int, previous: dict | None = None) -> None:
     """Keep the stamps of files last changed well before they were checked (git's "racily clean"
     rule: a file rewritten within a clock tick of its stat could keep the stamped times)."""
-    settled = {name: stamp for name, stamp in stamps.items() if stamp[-1] < checked_at - RACY_NS}
+    settled = {name: stamp for name, stamp in stamps.items() if _settled(stamp, checked_at)}
     if settled == previous:
         return
     try:
         write_atomic(folder / VERIFIED, json.dumps({"boot": _boot(), "files": settled}))
     except OSError:
         pass  # a read-only copy: every load checks every file, as before
+
+
+def _settled(stamp: list, checked_at: int) -> bool:
+    """Whether a file of this stamp was last changed long enough before `checked_at` (its stat's time)."""
+    mtime, ctime = stamp[-2], stamp[-1]
+    coarse = not (mtime % 1_000_000_000 or ctime % 1_000_000_000)
+    return ctime < checked_at - (COARSE_RACY_NS if coarse else RACY_NS)
 
 
 def new_version(index_dir: Path) -> tuple[str, Path]:

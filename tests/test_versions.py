@@ -149,7 +149,9 @@ def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read
         versions.verify_files(folder, manifest)
         return sorted(hashed)
 
-    # Just written: within a clock tick's margin of their stat, so not trusted yet ("racily clean").
+    # Just written: within the margin of their stat, so not trusted yet ("racily clean"). The margin
+    # is set long here, so a slow machine cannot let it pass between the writes and the checks.
+    monkeypatch.setattr(versions, "RACY_NS", 60 * 10**9)
     assert verify() == ["a.npy", "b.jsonl"] and verify() == ["a.npy", "b.jsonl"]
     monkeypatch.setattr(versions, "RACY_NS", 0)  # as if written long ago (sleeps stand in for the margin below)
     assert verify() == ["a.npy", "b.jsonl"] and verify() == []
@@ -175,6 +177,17 @@ def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read
         verify()
 
 
+def test_a_file_system_keeping_whole_seconds_gets_the_longer_margin():
+    from qa import versions
+
+    second = 10**9
+    now = 1_800_000_000 * second
+    assert versions._settled([0, 0, 0, now - second // 5, now - second // 5 + 7], now)  # 200 ms, fine times
+    assert not versions._settled([0, 0, 0, now - second // 20, now - second // 20], now)  # 50 ms
+    assert not versions._settled([0, 0, 0, now - second, now - second], now)  # whole seconds, 1 s
+    assert versions._settled([0, 0, 0, now - 3 * second, now - 3 * second], now)
+
+
 def test_a_manifest_whose_stat_is_unchanged_since_its_checksum_matched_is_not_checked_again(tmp_path, monkeypatch):
     import json
     import time
@@ -184,6 +197,7 @@ def test_a_manifest_whose_stat_is_unchanged_since_its_checksum_matched_is_not_ch
     folder = tmp_path / "v"
     folder.mkdir()
     (folder / "a.npy").write_bytes(b"a" * 100)
+    monkeypatch.setattr(versions, "RACY_NS", 60 * 10**9)  # nothing written is settled yet
     written = versions.seal(folder, {"version": "v", "sources": {"a": {"chunks": 1}}}, ("a.npy",))
     checked = []
     real = versions.manifest_checksum
