@@ -227,7 +227,7 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
     try:
         sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, KeyError) as err:
         raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
     # Rows read when a question asks for them: the page cache holds the files for every worker.
     arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}

@@ -167,7 +167,8 @@ def _verified(folder: Path) -> dict:
     if not isinstance(verified, dict) or verified.get("boot") != _boot() or not isinstance(verified.get("files"), dict):
         return {}
     # A damaged entry is no stamp: the file is checked, and its entry written anew.
-    return {name: stamp for name, stamp in verified["files"].items() if isinstance(stamp, list) and len(stamp) == 5}
+    return {name: stamp for name, stamp in verified["files"].items() if isinstance(stamp, list) and len(stamp) == 5
+            and isinstance(stamp[0], str) and all(type(n) is int for n in stamp[1:])}
 
 
 def _write_verified(folder: Path, stamps: dict, checked_at: int, previous: dict | None = None) -> None:

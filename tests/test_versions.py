@@ -165,7 +165,7 @@ def test_files_whose_stat_is_unchanged_since_their_checksum_matched_are_not_read
     (folder / "a.npy").write_bytes(b"a.npy" * 1000)  # restored: read once, then trusted again
     assert verify() == ["a.npy"] and verify() == []
     stamps = json.loads((folder / versions.VERIFIED).read_text())
-    wrong_shapes = {**stamps["files"], "a.npy": 5, "b.jsonl": [], versions.MANIFEST: None}
+    wrong_shapes = {**stamps["files"], "a.npy": 5, "b.jsonl": [], versions.MANIFEST: ["x", 1, 2, 3, "4"]}
     for damaged in ("not json", "[1, 2]", json.dumps({**stamps, "boot": "another boot"}), json.dumps({**stamps, "files": wrong_shapes}), None):
         if damaged is None:
             (folder / versions.VERIFIED).unlink()
