@@ -295,10 +295,11 @@ class _Base:
     counted: bool  # its term counts are of this code's analysis (else kept chunks are counted again)
 
     @classmethod
-    def open(cls, settings: Settings, version: str) -> "_Base":
-        """Raises IndexUnavailable (or whatever a damaged file raises) when the version cannot be built on."""
+    def open(cls, settings: Settings, version: str, manifest: dict | None = None) -> "_Base":
+        """Raises IndexUnavailable (or whatever a damaged file raises) when the version cannot be built on.
+        `manifest`: the version's, if already read."""
         folder = versions.version_dir(settings.index_dir, version)
-        manifest = read_manifest(folder, stamp=True)
+        manifest = manifest or read_manifest(folder, stamp=True)
         _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(folder, manifest)  # at disk speed, and only files changed since last checked
         return cls.read(folder, manifest)
@@ -516,6 +517,7 @@ class IndexBuilder:
         self.progress = progress
         self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
         self._publication: Publication | None = None  # on a Chroma server, during a build
+        self._manifests: dict[str, dict] = {}  # version -> its manifest, as this build read or wrote it
 
     def run(self, full: bool = False, wait: float = 0) -> BuildReport:
         """Build under the index's lock, waiting up to `wait` seconds for another build to finish."""
@@ -532,12 +534,13 @@ class IndexBuilder:
             raise BuildBusy(f"another build of {index_dir} is running; try again when it has finished") from None
         return lock
 
-    def sources_folder(self) -> Path:
+    def sources_folder(self, served: dict | None = None) -> Path:
         """The folder to build from: the one asked for explicitly, else the one the index was built
         from, else the configured one. Raises SourcesMismatch when a configured folder (QA_SOURCES,
-        `qa serve --sources`) differs from the index's: the fix is to say so explicitly."""
+        `qa serve --sources`) differs from the index's: the fix is to say so explicitly. `served`:
+        the served version's manifest, if already read."""
         settings = self.settings
-        remembered = versions.current_manifest(settings.index_dir).get("sources_dir")
+        remembered = (versions.current_manifest(settings.index_dir) if served is None else served).get("sources_dir")
         asked = settings.sources_dir
         if remembered is None or settings.sources_origin in EXPLICIT_SOURCES:
             return asked
@@ -554,7 +557,10 @@ class IndexBuilder:
         Then, built or failed, delete the versions no live process holds (a failed build's partial one too)."""
         try:
             try:
-                self.settings = replace(self.settings, sources_dir=self.sources_folder())
+                # Read once: the folder it was built from, the version to build on, and the clean-up's.
+                served = versions.current_manifest(self.settings.index_dir, stamp=True)
+                self._manifests = {served["version"]: served} if served.get("version") else {}
+                self.settings = replace(self.settings, sources_dir=self.sources_folder(served))
                 named = versions.recorded_id(self.settings.index_dir)  # a copied or moved folder gets a new name
                 report = self._build(full)
                 if report.published and named and report.published != named:
@@ -569,8 +575,10 @@ class IndexBuilder:
                 if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
                     raise BuildFailed(failure) from err
                 raise
-            return replace(report, warnings=report.warnings + versions.clean_up(self.settings, {report.version}, self._publication))
+            return replace(report, warnings=report.warnings + versions.clean_up(
+                self.settings, {report.version}, self._publication, self._manifests))
         finally:
+            self._manifests = {}
             if self._publication is not None:
                 self._publication.close()
                 self._publication = None
@@ -591,7 +599,7 @@ class IndexBuilder:
         if full or version is None:
             return None, None if version is None else "--full was asked for"
         try:
-            base = _Base.open(self.settings, version)
+            base = _Base.open(self.settings, version, self._manifests.get(version))
         except Exception as err:  # any damage to the old version only means: build everything
             return None, str(err)
         return base, None
@@ -599,7 +607,8 @@ class IndexBuilder:
     def _served_hashes(self) -> dict[str, str]:
         """Source hashes of the version being served, from its manifest, if one can be read."""
         try:
-            manifest = versions.current_manifest(self.settings.index_dir)
+            index_dir = self.settings.index_dir
+            manifest = self._manifests.get(current_version(index_dir)) or versions.current_manifest(index_dir)
             return {sid: entry["sha256"] for sid, entry in manifest.get("sources", {}).items()}
         except (KeyError, TypeError, AttributeError):
             return {}
@@ -753,6 +762,7 @@ class IndexBuilder:
                              for name, r in scan.files.items()},
         }
         manifest = versions.seal(version_dir, manifest, DATA_FILES)
+        self._manifests[version] = manifest
         published = self._publish(_Base.read(version_dir, manifest))  # before the switch: a worker may follow at once
         versions.switch(settings.index_dir, version)
         warnings = []

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from qa import indexing, versions
 from qa.config import Settings, SettingsError
 from qa.indexing import ARRAYS, IndexBuilder, current_version, load_index
 from qa.published import Publication
@@ -132,7 +133,7 @@ def test_two_stateless_workers_in_empty_folders_answer_alike(chroma_server, sour
         assert _answers(ask(one.base), QUESTIONS) == _answers(ask(two.base), QUESTIONS)
 
 
-def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server, sources_copy, tmp_path, embedder):
+def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server, sources_copy, tmp_path, embedder, monkeypatch):
     build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
     IndexBuilder(build, embedder=embedder).run()
     publication = Publication.of_index(build)
@@ -142,7 +143,13 @@ def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server,
     collection.upsert(ids=lease["ids"], embeddings=[[1.0, 0.0]], metadatas=[{**lease["metadatas"][0], "beat": time.time() - 1000}])
     _edit(sources_copy)
     (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    current = current_version(build.index_dir)
+    reads = []  # a build reads the served manifest once (0.5 s at 1M chunks): its base's and the clean-up's
+    for module in (versions, indexing):
+        monkeypatch.setattr(module, "read_manifest", lambda folder, *a, _read=versions.read_manifest, **k: reads.append(folder.name) or _read(folder, *a, **k))
     last = IndexBuilder(build, embedder=embedder).run()
+    monkeypatch.undo()
+    assert reads == [current] != [last.version]
     manifest = json.loads((tmp_path / "build" / "versions" / last.version / "manifest.json").read_text())
     records = collection.get(include=["metadatas"])["metadatas"]
     assert {(m["source_id"], m["embedded"]) for m in records if m["kind"] == "source"} == {
