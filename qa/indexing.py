@@ -24,11 +24,12 @@ Usage:
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import shutil
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -192,13 +193,28 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
         raise IndexUnavailable(f"no index in {index_dir}: run `qa index` to build it")
     try:
         version_dir = versions.version_dir(index_dir, version)
-        manifest = read_manifest(version_dir, stamp=True)
-        _check_compatible(manifest, settings, chunking=not settings.chroma_index)
-        versions.verify_files(version_dir, manifest)
-        return _load_version(settings, version_dir, manifest)
+        with _collector_paused():
+            manifest = read_manifest(version_dir, stamp=True)
+            _check_compatible(manifest, settings, chunking=not settings.chroma_index)
+            versions.verify_files(version_dir, manifest)
+            return _load_version(settings, version_dir, manifest)
     except BaseException:
         versions.release(index_dir, version)
         raise
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a load makes its many small objects (the
+    manifest's, none in cycles): at 1M chunks its passes took the manifest's parse from 0.26 to
+    0.57 s. Left off if something else had turned it off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _source_line(source: Source) -> bytes:

@@ -192,3 +192,33 @@ def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed
         service = QAService(settings, embedder=embedder)
         with pytest.raises(ServiceUnavailable, match=f"source {first} .*qa index --full"):
             service.ask("When did Maduro enact the treaty law?", 5, scope=Scope(sources=frozenset({first})))
+
+
+def test_a_load_pauses_the_garbage_collector_and_leaves_it_as_it_was(seed_index, tmp_path, monkeypatch):
+    """Its passes over a load's many small objects doubled the manifest's parse at 1M chunks. A load
+    that fails turns it back on too; one turned off before the load stays off."""
+    import gc
+
+    from qa import indexing
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
+    settings = Settings.from_env({"sources_dir": seed_index.sources_dir, "index_dir": index_dir})
+    during = []
+    read_manifest = indexing.read_manifest
+    monkeypatch.setattr(indexing, "read_manifest", lambda *a, **k: during.append(gc.isenabled()) or read_manifest(*a, **k))
+    manifest = index_dir / "versions" / current_version(index_dir) / "manifest.json"
+    text = manifest.read_text()
+    try:
+        for enabled in (True, False):
+            gc.enable() if enabled else gc.disable()
+            manifest.write_text(text)
+            load_index(settings).close()
+            assert gc.isenabled() is enabled
+            manifest.write_text(text[:-10])  # damaged: refused
+            with pytest.raises(IndexUnavailable, match="unreadable"):
+                load_index(settings)
+            assert gc.isenabled() is enabled
+        assert during == [False] * 4
+    finally:
+        gc.enable()
