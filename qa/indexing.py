@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import shutil
+import threading
 import time
 from contextlib import closing, contextmanager
 from dataclasses import asdict, astuple, dataclass, field, replace
@@ -195,26 +196,42 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
         version_dir = versions.version_dir(index_dir, version)
         with _collector_paused():
             manifest = read_manifest(version_dir, stamp=True)
-            _check_compatible(manifest, settings, chunking=not settings.chroma_index)
-            versions.verify_files(version_dir, manifest)
-            return _load_version(settings, version_dir, manifest)
+        _check_compatible(manifest, settings, chunking=not settings.chroma_index)
+        versions.verify_files(version_dir, manifest)
+        return _load_version(settings, version_dir, manifest)
     except BaseException:
         versions.release(index_dir, version)
         raise
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
+class _CollectorPause:
     """Python's cyclic garbage collector off while a load makes its many small objects (the
-    manifest's, none in cycles): at 1M chunks its passes took the manifest's parse from 0.26 to
-    0.57 s. Left off if something else had turned it off."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    manifest's and the source table's, none in cycles): at 1M chunks its passes, repeated as they
+    grew, took the manifest's parse from 0.26 to 0.57 s; one pass follows instead. Loads in several
+    threads may overlap: the first turns it off, the last back on (unless it was off before)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._enabled = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._enabled:
+                    gc.enable()
+
+
+_collector_paused = _CollectorPause()
 
 
 def _source_line(source: Source) -> bytes:
@@ -241,16 +258,17 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
 
 
 def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
-    try:
-        sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
-    except (ValueError, TypeError, KeyError) as err:
-        raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
-    # Rows read when a question asks for them: the page cache holds the files for every worker.
-    arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
-    counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
-    if sum(counts.values()) != len(arrays["chunk_rows"]) or list(counts) != list(sources):
-        raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
-    chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
+    with _collector_paused():
+        try:
+            sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
+        except (ValueError, TypeError, KeyError) as err:
+            raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
+        # Rows read when a question asks for them: the page cache holds the files for every worker.
+        arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
+        counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
+        if sum(counts.values()) != len(arrays["chunk_rows"]) or list(counts) != list(sources):
+            raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
+        chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
     store = VectorStore.open(settings, version_dir, manifest)
     if store.size != len(chunks):
         raise IndexUnavailable(
@@ -315,7 +333,7 @@ class _Base:
         """Raises IndexUnavailable (or whatever a damaged file raises) when the version cannot be built on.
         `manifest`: the version's, if already read."""
         folder = versions.version_dir(settings.index_dir, version)
-        manifest = manifest or read_manifest(folder, stamp=True)
+        manifest = read_manifest(folder, stamp=True) if manifest is None else manifest
         _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(folder, manifest)  # at disk speed, and only files changed since last checked
         return cls.read(folder, manifest)
@@ -574,8 +592,9 @@ class IndexBuilder:
         try:
             try:
                 # Read once: the folder it was built from, the version to build on, and the clean-up's.
+                current = current_version(self.settings.index_dir)  # this lock's holder alone switches it
                 served = versions.current_manifest(self.settings.index_dir, stamp=True)
-                self._manifests = {served["version"]: served} if served.get("version") else {}
+                self._manifests = {current: served} if served else {}
                 self.settings = replace(self.settings, sources_dir=self.sources_folder(served))
                 named = versions.recorded_id(self.settings.index_dir)  # a copied or moved folder gets a new name
                 report = self._build(full)
@@ -587,7 +606,7 @@ class IndexBuilder:
                 from qa.sources import SourceError
 
                 failure = self._failure(err)  # before the clean-up frees the space the partial version took
-                versions.clean_up(self.settings, keep=set())  # the partial version: frees what it took
+                versions.clean_up(self.settings, set(), None, self._manifests)  # the partial version: frees what it took
                 if isinstance(err, Exception) and not isinstance(err, (SourcesMismatch, SourceError, ModelError)):
                     raise BuildFailed(failure) from err
                 raise

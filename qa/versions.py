@@ -33,9 +33,9 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Iterable, Mapping
 
 from qa.config import Settings
 

@@ -196,7 +196,8 @@ def test_the_source_table_takes_metadata_and_line_lengths_from_the_manifest(seed
 
 def test_a_load_pauses_the_garbage_collector_and_leaves_it_as_it_was(seed_index, tmp_path, monkeypatch):
     """Its passes over a load's many small objects doubled the manifest's parse at 1M chunks. A load
-    that fails turns it back on too; one turned off before the load stays off."""
+    that fails turns it back on too; one turned off before the load stays off; of overlapping
+    loads (threads), the last to finish turns it back on."""
     import gc
 
     from qa import indexing
@@ -211,7 +212,10 @@ def test_a_load_pauses_the_garbage_collector_and_leaves_it_as_it_was(seed_index,
     text = manifest.read_text()
     try:
         for enabled in (True, False):
-            gc.enable() if enabled else gc.disable()
+            if enabled:
+                gc.enable()
+            else:
+                gc.disable()
             manifest.write_text(text)
             load_index(settings).close()
             assert gc.isenabled() is enabled
@@ -220,5 +224,13 @@ def test_a_load_pauses_the_garbage_collector_and_leaves_it_as_it_was(seed_index,
                 load_index(settings)
             assert gc.isenabled() is enabled
         assert during == [False] * 4
+        gc.enable()
+        first, second = indexing._collector_paused(), indexing._collector_paused()
+        first.__enter__()
+        second.__enter__()  # begun while the first is under way
+        first.__exit__(None, None, None)
+        assert not gc.isenabled()  # the second is still under way
+        second.__exit__(None, None, None)
+        assert gc.isenabled()
     finally:
         gc.enable()

@@ -144,12 +144,13 @@ def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server,
     _edit(sources_copy)
     (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
     current = current_version(build.index_dir)
-    reads = []  # a build reads the served manifest once (0.5 s at 1M chunks): its base's and the clean-up's
-    for module in (versions, indexing):
-        monkeypatch.setattr(module, "read_manifest", lambda folder, *a, _read=versions.read_manifest, **k: reads.append(folder.name) or _read(folder, *a, **k))
-    last = IndexBuilder(build, embedder=embedder).run()
-    monkeypatch.undo()
-    assert reads == [current] != [last.version]
+    reads, read = [], versions.read_manifest  # a build reads the served manifest once (0.5 s at 1M chunks)
+    with monkeypatch.context() as patch:
+        for module in (versions, indexing):
+            patch.setattr(module, "read_manifest", lambda folder, *a, **k: reads.append(folder.name) or read(folder, *a, **k))
+        last = IndexBuilder(build, embedder=embedder).run()
+    assert last.version != current
+    assert reads == [current]  # not the new version's, nor the removed one's again for the clean-up
     manifest = json.loads((tmp_path / "build" / "versions" / last.version / "manifest.json").read_text())
     records = collection.get(include=["metadatas"])["metadatas"]
     assert {(m["source_id"], m["embedded"]) for m in records if m["kind"] == "source"} == {
