@@ -11,26 +11,24 @@ subject with another date or number of a kind both state is *reported differentl
 
 Other sources' sentences are searched among the question's pooled candidates (`Answer.pool`): a
 sentence stating the same fact answers the same question, so the pool holds it, and no request
-pays for a pass over every sentence of the index. A filter therefore applies here too.
+pays for a pass over every sentence of the index. A filter therefore applies here too. Their names,
+figures and hedges are what ranking read in them already (`qa.passage_readings`): no text is read.
 
 Usage:
-    >>> answer = Corroborator().run(index, retriever.run(index, question, 2 * k), k)
+    >>> answer = Corroborator(retriever.readings).run(index, retriever.run(index, question, 2 * k), k)
     >>> answer.hits[0].corroborated_by
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from qa.data import Answer, Hit, Support
 from qa.indexing import LoadedIndex
-from qa.analysis import terms
-from qa.retrieval import NAME
-from qa.signals import DATE_WORDS, MONTHS, read_text
+from qa.passage_readings import PassageReadings
+from qa.readings import SentenceFacts, read as read_sentence
 
 # Calibrated on the hand-labelled pairs of eval/corroboration_pairs.jsonl (every cross-source pair
 # a draft of this rule listed, at similarity >= 0.3, for the top-5 results of every seeds and
@@ -44,11 +42,6 @@ WEAK_SIMILARITY = 0.8
 # Sentences about one subject state other figures all the time (last year's result, a rival offer):
 # only a near-paraphrase with another figure is a report of the same fact that disagrees.
 DISPUTE_SIMILARITY = 0.85
-# A forecast, hope, plan or claim is not a report of the fact: "analysts expect $412 million" does
-# not corroborate "sales climbed to $412 million", nor "aims to keep closures below 12 days" "fell to 12 days".
-# Lower case only: a capitalised "May" is the month.
-HEDGE = re.compile(r"\b(?:expect(?:s|ed)?|could|may|might|will|would|aim(?:s|ed)?|hope(?:s|d)?|plan(?:s|ned)?|"
-                   r"forecast(?:s)?|predict(?:s|ed)?|estimate(?:s|d)?|consensus|preview|argue(?:s|d)?|likely|set to|due to)\b")
 # A name is an anchor only when few passages use it: idf >= 1.9 is fewer than about one passage
 # in seven ("Maduro" in the seeds, at 1.71, is everywhere; "Daza", at 2.56, is one story's).
 RARE_NAME_IDF = 1.9
@@ -67,17 +60,22 @@ class Reading:
     anchors: frozenset[str]  # quoted phrases, and analysed capitalised words after the first (months left out)
     hedged: bool  # states a forecast, hope, plan or claim rather than what happened
 
-
-@lru_cache(maxsize=20_000)
-def read(text: str) -> Reading:
-    """A sentence's figures, event markers and anchors (question-independent, so cached by text)."""
-    by_kind: dict[str, set[str]] = {}
-    for mark in read_text(text).marks:
-        by_kind.setdefault(mark.split(":", 1)[0], set()).add(mark)
-    names = terms(" ".join(w for w in NAME.findall(text) if w.lower().rstrip(".") not in MONTHS and not DATE_WORDS.fullmatch(w)))
-    return Reading({k: frozenset(by_kind[k]) for k in FIGURES if k in by_kind},
+    @classmethod
+    def of(cls, facts: SentenceFacts) -> "Reading":
+        """A sentence's figures, event markers and anchors, from what `qa.readings` read in it."""
+        if not facts.facts.marks:  # most sentences: a question compares a hundred or more
+            return cls({}, {}, facts.names, facts.hedged)
+        by_kind: dict[str, set[str]] = {}
+        for mark in facts.facts.marks:
+            by_kind.setdefault(mark.split(":", 1)[0], set()).add(mark)
+        return cls({k: frozenset(by_kind[k]) for k in FIGURES if k in by_kind},
                    {k: frozenset(by_kind[k]) for k in EVENTS if k in by_kind},
-                   frozenset(names).union(*(by_kind.get(k, ()) for k in ANCHORS)), bool(HEDGE.search(text)))
+                   facts.names.union(*(by_kind.get(k, ()) for k in ANCHORS)), facts.hedged)
+
+
+def read(text: str) -> Reading:
+    """A sentence's reading from its text (a labelled pair: `qa eval`)."""
+    return Reading.of(read_sentence(text))
 
 
 def _differ(a: dict[str, frozenset[str]], b: dict[str, frozenset[str]]) -> bool:
@@ -106,19 +104,21 @@ class Corroborator:
     """One step after retrieval: hits in, hits with their corroborating and disputing sentences out,
     those that repeat an earlier hit's fact folded under it."""
 
+    readings: PassageReadings = field(default_factory=PassageReadings)  # the retriever's: the pool is read already
+
     def run(self, index: LoadedIndex, answer: Answer, k: int) -> Answer:
         """The first `k` hits that state distinct facts, each with its corroborating and disputing sentences."""
         if not answer.hits:
             return answer
-        rows, owners, spans = self._candidates(index, answer.pool)
+        rows, owners, spans, facts = self._candidates(index, answer.pool)
         vectors = index.sentence_vectors
         # In float32: numpy multiplies float16 matrices without BLAS, element by element.
         marked_vectors = vectors[[self._row(index, h) for h in answer.hits]].astype(np.float32)
         similarity = vectors[rows].astype(np.float32) @ marked_vectors.T  # (candidates, hits)
-        # Only sentences close enough to some hit are read (each hit's own sentence among them, at 1.0).
+        # Only sentences close enough to some hit are compared (each hit's own sentence among them, at 1.0).
         near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
         slot = {(owners[c], spans[c]): int(c) for c in near}
-        reading = {int(c): read(index.sources[owners[c]].text[spans[c][0]:spans[c][1]]) for c in near}
+        reading = {int(c): Reading.of(facts[c]) for c in near}
         names = sorted({n for r in reading.values() for n in r.anchors if not n.startswith("quote:")})
         rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= RARE_NAME_IDF) if names else frozenset()
         marked = [slot[(h.chunk.source_id, h.highlight)] for h in answer.hits]
@@ -153,17 +153,18 @@ class Corroborator:
             ))
         return replace(answer, hits=hits)
 
-    @staticmethod
-    def _candidates(index: LoadedIndex, pool: tuple[int, ...]) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
-        """Every distinct sentence of the pooled passages: its vector row, source and span."""
+    def _candidates(self, index: LoadedIndex, pool: tuple[int, ...]) -> tuple[np.ndarray, list[str], list[tuple[int, int]], list[SentenceFacts]]:
+        """Every distinct sentence of the pooled passages: its vector row, source, span and readings."""
         positions = list(pool)
         table = index.chunks
-        owner: dict[int, int] = {}  # sentence row -> its source's number; overlapping passages share rows
-        for (lo, hi), s in zip(index.chunk_rows[positions].tolist(), table.source_of[positions].tolist()):
-            owner.update((r, s) for r in range(lo, hi) if r not in owner)
+        owner: dict[int, tuple[int, SentenceFacts]] = {}  # sentence row -> its source's number and readings
+        for p, (lo, hi), s in zip(positions, index.chunk_rows[positions].tolist(), table.source_of[positions].tolist()):
+            if any(r not in owner for r in range(lo, hi)):  # overlapping passages share rows
+                sentences = self.readings.passage(index, p).sentences
+                owner.update((r, (s, sentences[r - lo])) for r in range(lo, hi) if r not in owner)
         rows = np.fromiter(owner, dtype=np.int64, count=len(owner))
         spans = list(map(tuple, index.sentence_spans[rows].tolist()))
-        return rows, [table.source_ids[s] for s in owner.values()], spans
+        return rows, [table.source_ids[s] for s, _ in owner.values()], spans, [f for _, f in owner.values()]
 
     @staticmethod
     def _row(index: LoadedIndex, hit: Hit) -> int:

@@ -2,9 +2,10 @@
 
 A question reads every sentence of its ~80 candidate passages (BM25 terms and `qa.signals`' dates,
 numbers and answer types, ~85 µs a sentence) and each passage's context: the source's title and
-the section heading above the passage. None of it depends on the question, so a build reads each
-sentence row and each chunk's context once and stores them as lines (`[types, terms, marks]` in
-JSON) beside the vectors: `sentence_readings.jsonl` (one line per sentence row) and
+the section heading above the passage; corroboration reads the names and hedges of the sentences
+close to a result. None of it depends on the question, so a build reads each sentence row and each
+chunk's context once and stores them as lines (`[types, terms, marks, names, hedged]` in JSON)
+beside the vectors: `sentence_readings.jsonl` (one line per sentence row) and
 `context_readings.jsonl` (one per chunk), with their offsets in `.npy` files (read by
 `qa.stored_readings`). A question then decodes its candidates' lines (a few µs each) instead of reading their
 text, so its cost does not grow with the share of candidates new to a worker.
@@ -15,7 +16,7 @@ sources again (without embedding them), and a worker whose code differs reads th
 
 Usage:
     >>> facts = read("The treaty was signed on 7 May 2025.")
-    >>> decode(encode(facts)) == facts
+    >>> decode(encode(facts)) == [facts]
     True
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Sequence
 from qa.data import Source
 from qa.analysis import analysis_fingerprint
 from qa.analysis import terms as analyze
-from qa.signals import TextFacts, read_text
+from qa.signals import HEDGE, TextFacts, names, read_text
 
 SENTENCES, CONTEXTS = "sentence_readings", "context_readings"  # each: <name>.jsonl and <name>_offsets.npy
 FILES = tuple(f"{name}{suffix}" for name in (SENTENCES, CONTEXTS) for suffix in (".jsonl", "_offsets.npy"))
@@ -46,6 +47,8 @@ Span = tuple[int, int]
 class SentenceFacts:
     terms: frozenset[str]
     facts: TextFacts
+    names: frozenset[str] = frozenset()  # the terms of its names (`signals.names`): what a fact is about
+    hedged: bool = False  # states a forecast, hope, plan or claim (`signals.HEDGE`) rather than what happened
 
 
 @functools.cache  # the code this process runs, not what a later deploy puts on disk
@@ -59,16 +62,19 @@ def fingerprint() -> str:
 
 
 def read(text: str) -> SentenceFacts:
-    return SentenceFacts(frozenset(analyze(text)), read_text(text))
+    return SentenceFacts(frozenset(analyze(text)), read_text(text), frozenset(analyze(" ".join(names(text)))),
+                         HEDGE.search(text) is not None)
 
 
 def encode(facts: SentenceFacts) -> bytes:
-    return (json.dumps([facts.facts.types, sorted(facts.terms), sorted(facts.facts.marks)], ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps([facts.facts.types, sorted(facts.terms), sorted(facts.facts.marks), sorted(facts.names),
+                        int(facts.hedged)], ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def decode(line: bytes) -> SentenceFacts:
-    types, terms, marks = json.loads(line)
-    return SentenceFacts(frozenset(terms), TextFacts(frozenset(marks), types))
+def decode(lines: bytes) -> list[SentenceFacts]:
+    """Consecutive lines, in one parse (JSON escapes a newline inside a string: each raw one ends a line)."""
+    return [SentenceFacts(frozenset(terms), TextFacts(frozenset(marks), types), frozenset(names), bool(hedged))
+            for types, terms, marks, names, hedged in json.loads(b"[" + lines.rstrip(b"\n").replace(b"\n", b",") + b"]")]
 
 
 def context(source: Source, start: int, sentences: Sequence[Span]) -> str:

@@ -22,8 +22,6 @@ Usage:
 """
 from __future__ import annotations
 
-import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,8 +33,9 @@ from qa.filters import Selection
 from qa.indexing import LoadedIndex
 from qa.analysis import terms as analyze
 from qa.ranker import MODEL_FILE, RankerError, RankerModel
-from qa.readings import SentenceFacts, context, read
-from qa.signals import TextFacts, agreement, read_question
+from qa.passage_readings import PassageReadings
+from qa.readings import SentenceFacts
+from qa.signals import NAME, TextFacts, agreement, read_question
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
@@ -60,11 +59,6 @@ WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "sentence_context_covera
 TOP_FEATURES = ("top_score", "names_in_top", "top_constraints", "top_conflict", "top_typed", "top_coverage")
 POOL_FEATURES = ("top_sentence_cos", "constraints_met", "typed_sentence", "unknown_terms", "best_coverage")
 QUESTION_FEATURES = TOP_FEATURES + POOL_FEATURES
-NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
-# Question-independent readings kept across questions, least recently used dropped first
-# (a few KB each: tens of MB per worker at most).
-CACHE_SENTENCES = 20_000
-CACHE_PASSAGES = 5_000
 
 
 @dataclass
@@ -112,8 +106,7 @@ class Retriever:
     disabled: frozenset[str] = frozenset()  # signal groups held at their mean (ablations)
     duplicate_overlap: float = 0.5
     duplicate_jaccard: float = 0.8
-    _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
-    _passages: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    readings: PassageReadings = field(default_factory=PassageReadings)  # kept across questions
 
     def __post_init__(self) -> None:
         if unknown := set(self.disabled) - set(SIGNALS):
@@ -198,7 +191,7 @@ class Retriever:
         asked = asks.constraints
         n_asked = len(asked) or 1
         for c, p in enumerate(positions):
-            facts, passage, context = self._passage(index, p)
+            facts, passage, context = self.readings.passage(index, p)
             passages.append(passage)
             met_c, conflict_c = agreement(asks, TextFacts(passage.facts.marks | context.facts.marks, passage.facts.types))
             type_c = float(bool(passage.facts.types & type_bit))
@@ -253,46 +246,6 @@ class Retriever:
         """Probability that the best passage answers at all (the abstention model)."""
         return round(float(self.ranker.abstention.probability(pool.question_row(row_scores)[None, :])[0]), 4)
 
-    def _sentence(self, index: LoadedIndex, source_id: str, start: int, end: int) -> SentenceFacts:
-        """Terms and facts of one sentence read from its text (an index without stored readings);
-        question-independent, so cached across questions."""
-        key = (index.version, source_id, start, end)
-        cached = self._sentences.get(key)
-        if cached is not None:
-            _refresh(self._sentences, key)
-        else:
-            cached = read(index.sources[source_id].text[start:end])
-            self._sentences[key] = cached
-            if len(self._sentences) > CACHE_SENTENCES:
-                self._sentences.popitem(last=False)
-        return cached
-
-    def _passage(self, index: LoadedIndex, position: int) -> tuple[list[SentenceFacts], SentenceFacts, SentenceFacts]:
-        """A passage's sentences, the passage as a whole, and its context (`qa.readings`): stored by
-        the build, else read from the text. Question-independent, so cached across questions."""
-        key = (index.version, position)
-        cached = self._passages.get(key)
-        if cached is not None:
-            _refresh(self._passages, key)
-        else:
-            if index.readings is not None:
-                facts = index.readings.sentences(*index.chunk_rows[position].tolist())
-                around = index.readings.context(position)
-            else:
-                chunk = index.chunks[position]
-                facts = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
-                around = read(context(index.sources[chunk.source_id], chunk.start, chunk.sentences))
-            types = 0
-            for f in facts:
-                types |= f.facts.types
-            passage = SentenceFacts(frozenset().union(*(f.terms for f in facts)),
-                                    TextFacts(frozenset().union(*(f.facts.marks for f in facts)), types))
-            cached = (facts, passage, around)
-            self._passages[key] = cached
-            if len(self._passages) > CACHE_PASSAGES:
-                self._passages.popitem(last=False)
-        return cached
-
     def _duplicates(self, pool: Candidates, hit: Hit, slot: int, kept: Hit, kept_slot: int) -> bool:
         """Overlapping passages of one source, one whose highlight a kept passage already shows, or a
         near-copy in another source — only when it states the same numbers and dates: a copy that
@@ -307,14 +260,6 @@ class Retriever:
         if len(x.terms & y.terms) / max(1, len(x.terms | y.terms)) <= self.duplicate_jaccard:
             return False
         return x.facts.marks == y.facts.marks
-
-
-def _refresh(cache: OrderedDict, key: tuple) -> None:
-    """Mark `key` recently used; another request's thread may have just dropped it."""
-    try:
-        cache.move_to_end(key)
-    except KeyError:
-        pass
 
 
 def best_per_passage(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

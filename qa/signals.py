@@ -22,7 +22,8 @@ Usage:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 AnswerType = Literal["date", "quantity", "person", "place", "other"]
@@ -79,6 +80,12 @@ PERSON = re.compile(
     r"[A-ZÀ-Þ][a-zß-ÿ'’-]+(?:\s+(?:[A-ZÀ-Þ]\.\s*)?[A-ZÀ-Þ][a-zß-ÿ'’-]+)+")
 PLACE = re.compile(r"\b(?i:in|at|from|near|outside|across|to|into|of)\s+(?:the\s+)?[A-ZÀ-Þ][\w'’-]+")
 AMBIGUOUS_MONTHS = {"may", "march"}  # also verbs: a month only when capitalised
+NAME = re.compile(r"(?<=\s)[A-Z][\w'’-]*")  # a capitalised word after the first: a name the answer must be about
+# A forecast, hope, plan or claim is not a report of the fact: "analysts expect $412 million" does
+# not corroborate "sales climbed to $412 million", nor "aims to keep closures below 12 days" "fell to 12 days".
+# Lower case only: a capitalised "May" is the month.
+HEDGE = re.compile(r"\b(?:expect(?:s|ed)?|could|may|might|will|would|aim(?:s|ed)?|hope(?:s|d)?|plan(?:s|ned)?|"
+                   r"forecast(?:s)?|predict(?:s|ed)?|estimate(?:s|d)?|consensus|preview|argue(?:s|d)?|likely|set to|due to)\b")
 
 # Tried in order: the question's own words ("how many", "who", "where") before the nouns that only
 # suggest a quantity ("Who paid the fine?" wants a person).
@@ -101,10 +108,11 @@ class TextFacts:
 
     marks: frozenset[str]
     types: int  # OR of TYPE_BITS
-    kinds: frozenset[str] = field(init=False)  # "year", "quarter", … of the marks
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kinds", frozenset(m.split(":", 1)[0] for m in self.marks))
+    @cached_property  # only a question with constraints asks; most texts a question reads are never asked
+    def kinds(self) -> frozenset[str]:
+        """"year", "quarter", … of the marks."""
+        return frozenset(m.split(":", 1)[0] for m in self.marks)
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,12 @@ def read_text(text: str) -> TextFacts:
     if PLACE.search(text):
         types |= TYPE_BITS["place"]
     return TextFacts(frozenset(marks), types)
+
+
+def names(text: str) -> list[str]:
+    """The capitalised words after the first, months and date words left out: whom or what a
+    sentence is about ("Roy Daza", "Moscow")."""
+    return [w for w in NAME.findall(text) if w.lower().rstrip(".") not in MONTHS and not DATE_WORDS.fullmatch(w)]
 
 
 def read_question(question: str) -> QuestionAsks:

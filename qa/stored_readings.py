@@ -37,19 +37,15 @@ class StoredReadings:
         return cls(folder)
 
     def sentences(self, lo: int, hi: int) -> list[SentenceFacts]:
-        """Sentence rows [lo, hi): a chunk's."""
-        offsets = self._offsets[SENTENCES][lo : hi + 1].tolist()
-        lines = self._lines[SENTENCES][offsets[0] : offsets[-1]]
-        at = offsets[0]
-        return [decode(lines[a - at : b - at]) for a, b in zip(offsets, offsets[1:])]
+        """Sentence rows [lo, hi): a chunk's, or one sentence's."""
+        return decode(self.rows(SENTENCES, lo, hi))
 
     def context(self, position: int) -> SentenceFacts:
-        start, end = self._offsets[CONTEXTS][position : position + 2].tolist()
-        return decode(self._lines[CONTEXTS][start:end])
+        return decode(self.rows(CONTEXTS, position, position + 1))[0]
 
     def rows(self, name: str, lo: int, hi: int) -> bytes:
         """The lines of rows [lo, hi) of `name` as they lie (one source's: a payload holds them)."""
-        start, end = self._offsets[name][lo : hi + 1][[0, -1]].tolist()
+        start, end = self._offsets[name][lo : hi + 1][[0, -1]].tolist()  # one read
         return self._lines[name][start:end]
 
     def copy(self, name: str, lo: int, hi: int, out: BinaryIO) -> np.ndarray:

@@ -1,13 +1,16 @@
-"""Readings stored at build time (`qa.readings`): equal to what ranking reads from the text, and made
-again when the code that read them or a kept source's title changed."""
+"""Readings stored at build time (`qa.readings`): equal to what ranking reads from the text, all that
+corroboration needs (no source text read), and made again when the code that read them or a kept
+source's title changed."""
 from dataclasses import replace
 from pathlib import Path
 
 from qa import readings
 from qa.config import Settings
+from qa.corroboration import Corroborator
 from qa.evaluation import load_questions
 from qa.indexing import VERSIONS, IndexBuilder, current_version, load_index
 from qa.retrieval import Retriever
+from qa.source_table import SourceTable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +36,34 @@ def test_stored_readings_equal_the_texts_and_rank_the_same(seed_index, embedder)
             a, b = stored.run(index, q.question), read.run(bare, q.question)
             assert [(h.chunk.id, h.highlight, round(h.score, 9)) for h in a.hits] == [(h.chunk.id, h.highlight, round(h.score, 9)) for h in b.hits]
             assert a.confidence == b.confidence
+    finally:
+        index.close()
+        bare.close()
+
+
+def test_corroboration_reads_the_stored_readings_and_no_source_text(seed_index, embedder, monkeypatch):
+    index = load_index(seed_index)
+    bare = load_index(seed_index)
+    bare.readings = None  # read from the text
+    stored, read = Retriever(embedder), Retriever(embedder)
+
+    def refuse(table, source_id):
+        raise AssertionError(f"corroboration read the text of {source_id}")
+
+    def supports(answer):
+        return [(h.chunk.id, h.corroborated_by, h.disputed_by) for h in answer.hits]
+
+    try:
+        found = []
+        for q in load_questions(ROOT / "eval" / "questions.jsonl")[:25]:
+            ranked = stored.run(index, q.question, 10)
+            with monkeypatch.context() as m:
+                m.setattr(SourceTable, "__getitem__", refuse)
+                ours = Corroborator(stored.readings).run(index, ranked, 5)
+            theirs = Corroborator(read.readings).run(bare, read.run(bare, q.question, 10), 5)
+            assert supports(ours) == supports(theirs)
+            found += [s for h in ours.hits for s in h.corroborated_by]
+        assert found  # the seeds' sources report the same facts: there was something to corroborate
     finally:
         index.close()
         bare.close()
