@@ -24,7 +24,7 @@ class SettingsError(ValueError):
 VARIABLES = {"sources_dir": "QA_SOURCES", "index_dir": "QA_INDEX", "model_path": "QA_MODEL_PATH",
              "chroma_url": "QA_CHROMA_URL", "chroma_token": "QA_CHROMA_TOKEN", "chroma_index": "QA_CHROMA_INDEX", "admin_token": "QA_ADMIN_TOKEN",
              "port": "QA_PORT", "chunk_tokens": "QA_CHUNK_TOKENS", "overlap_sentences": "QA_OVERLAP_SENTENCES",
-             "backend": "QA_BACKEND", "device": "QA_DEVICE", "cache_dir": "QA_CACHE_DIR"}
+             "backend": "QA_BACKEND", "device": "QA_DEVICE", "cache_dir": "QA_CACHE_DIR", "encoder_threads": "QA_ENCODER_THREADS"}
 
 
 def default_model_path() -> str:
@@ -52,6 +52,9 @@ class Settings:
     backend: str = "onnx"  # encoder runtime, one of BACKENDS: onnx gives torch's vectors faster (README, Performance)
     device: str = "auto"  # auto: CUDA when torch sees one, else the CPU
     cache_dir: Path = DEFAULT_CACHE_DIR  # the ONNX exports of the model
+    # Threads the encoder uses in each process; 0: the runtime's own choice, one per core (and `qa serve
+    # --workers N` gives each of its N workers the cores / N, so that they do not take turns on the cores).
+    encoder_threads: int = 0
     # Who chose sources_dir: "default", "QA_SOURCES", "qa serve --sources", or explicitly "--sources"
     # (qa index) or "request" (POST /api/index). Only an explicit choice may move an index to another folder.
     sources_origin: str = "default"
@@ -74,6 +77,7 @@ class Settings:
             ("backend", "QA_BACKEND", str),
             ("device", "QA_DEVICE", str),
             ("cache_dir", "QA_CACHE_DIR", Path),
+            ("encoder_threads", "QA_ENCODER_THREADS", int),
         ):
             if env.get(var):
                 try:
@@ -104,7 +108,7 @@ class Settings:
 
         for name, low, high in (("chunk_tokens", MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS),
                                 ("overlap_sentences", 0, MAX_OVERLAP_SENTENCES),
-                                ("port", 1, 65535), ("max_source_bytes", 1, 1 << 40)):
+                                ("port", 1, 65535), ("max_source_bytes", 1, 1 << 40), ("encoder_threads", 0, 256)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise bad(name, f"a whole number from {low} to {high}")

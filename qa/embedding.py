@@ -63,6 +63,7 @@ class Embedder:
     cache_dir: Path = DEFAULT_CACHE_DIR  # where ONNX exports live
     batch_size: int = 64
     max_batch: int = 32
+    threads: int = 0  # the runtime's threads in this process; 0: its default (one per core)
     _model: object = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _questions: queue.SimpleQueue | None = field(default=None, init=False, repr=False)
@@ -70,7 +71,8 @@ class Embedder:
 
     @classmethod
     def for_settings(cls, settings) -> "Embedder":
-        return cls(settings.model_path, backend=settings.backend, device=settings.device, cache_dir=settings.cache_dir)
+        return cls(settings.model_path, backend=settings.backend, device=settings.device, cache_dir=settings.cache_dir,
+                   threads=settings.encoder_threads)
 
     @property
     def space(self) -> str:
@@ -96,6 +98,8 @@ class Embedder:
 
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.threads:
+            torch.set_num_threads(self.threads)
         model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
         if self.device == "cuda":  # half the memory traffic; cosines move by < 1e-3
             model.half()
@@ -108,7 +112,7 @@ class Embedder:
         self.device = "cpu"
         folder = Path(self.cache_dir) / "onnx" / f"{fingerprint}-{self.backend}"
         try:
-            return OnnxEncoder.load(self.model_path, folder, int8=self.backend == "onnx-int8")
+            return OnnxEncoder.load(self.model_path, folder, int8=self.backend == "onnx-int8", threads=self.threads)
         except OnnxExportError as err:
             raise ModelError(str(err)) from err
 

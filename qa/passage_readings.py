@@ -23,7 +23,7 @@ from qa.signals import TextFacts
 
 class PassageFacts(NamedTuple):
     sentences: list[SentenceFacts]  # one per sentence row of the passage, in order
-    whole: SentenceFacts  # its sentences' terms and facts together (without the context)
+    whole: SentenceFacts  # its sentences' terms, marks and answer types together (not names or hedges; not the context)
     context: SentenceFacts  # the source's title and the section heading above it
 
 

@@ -1,9 +1,10 @@
 """Run the app under gunicorn (gthread workers) from Python, so `qa serve` needs no extra config."""
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from gunicorn.app.base import BaseApplication
 
@@ -39,7 +40,15 @@ class _Gunicorn(BaseApplication):
         return app
 
 
+def worker_encoder_threads(workers: int) -> int:
+    """Each worker's share of the cores this process may run on: N workers whose encoders each take
+    every core queue for them (measured on 2 cores, 2 workers, 8 clients: 144–156 → 164–168 questions/s)."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def serve(settings: Settings, host: str, port: int, workers: int = 1, threads: int = 8) -> None:
+    if workers > 1 and not settings.encoder_threads:
+        settings = replace(settings, encoder_threads=worker_encoder_threads(workers))
     _Gunicorn(
         settings,
         {

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal
 
 AnswerType = Literal["date", "quantity", "person", "place", "other"]
@@ -109,7 +108,7 @@ class TextFacts:
     marks: frozenset[str]
     types: int  # OR of TYPE_BITS
 
-    @cached_property  # only a question with constraints asks; most texts a question reads are never asked
+    @property  # made when asked (a question with constraints), not for every text a question reads
     def kinds(self) -> frozenset[str]:
         """"year", "quarter", … of the marks."""
         return frozenset(m.split(":", 1)[0] for m in self.marks)
@@ -217,5 +216,6 @@ def agreement(asks: QuestionAsks, text: TextFacts) -> tuple[float, float]:
     a kind the question constrains — another year, quarter, ordinal — and not the asked one)."""
     if not asks.constraints:
         return 0.0, 0.0
-    conflict = any(kind in text.kinds and not asked & text.marks for kind, asked in asks.by_kind)
+    kinds = text.kinds
+    conflict = any(kind in kinds and not asked & text.marks for kind, asked in asks.by_kind)
     return len(asks.constraints & text.marks) / len(asks.constraints), float(conflict)

@@ -37,7 +37,7 @@ class StoredReadings:
         return cls(folder)
 
     def sentences(self, lo: int, hi: int) -> list[SentenceFacts]:
-        """Sentence rows [lo, hi): a chunk's, or one sentence's."""
+        """Sentence rows [lo, hi): a chunk's."""
         return decode(self.rows(SENTENCES, lo, hi))
 
     def context(self, position: int) -> SentenceFacts:

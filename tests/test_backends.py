@@ -29,6 +29,16 @@ def torch_embedder(embedder):
     return Embedder(embedder.model_path, backend="torch")
 
 
+def test_the_encoder_runs_on_the_threads_it_is_given_and_workers_share_the_cores(embedder, monkeypatch):
+    from qa.serving import worker_encoder_threads
+
+    one = Embedder.for_settings(Settings.from_env(env={"QA_ENCODER_THREADS": "1"}))
+    assert one.model.session.get_session_options().intra_op_num_threads == 1
+    assert np.allclose(one.encode(TEXTS), embedder.encode(TEXTS), atol=1e-5)  # the same vectors on fewer threads
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert [worker_encoder_threads(n) for n in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+
+
 def test_auto_device_is_cuda_only_when_torch_sees_one(torch_embedder):
     import torch
 

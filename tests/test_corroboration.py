@@ -101,3 +101,15 @@ def test_listed_pairs_hold_the_same_fact_in_the_hand_labelled_sample(name, tmp_p
         assert measured["pair_precision"] >= 0.9, measured
     if name == "seeds":
         assert measured["pairs_listed"] >= 4 and measured["pair_recall"] >= 0.6, measured
+
+
+def test_a_sentence_is_anchored_on_its_names_and_quotes_not_on_months_or_days():
+    from qa.analysis import terms
+    from qa.corroboration import read
+
+    reading = read('On Monday the envoy Roy Daza said the pact "opens a new era", signed in May in Moscow.')
+    names = {a for a in reading.anchors if not a.startswith("quote:")}
+    assert names == set(terms("Roy Daza Moscow"))  # "Monday" and the month "May" are not names
+    assert any(a.startswith("quote:") for a in reading.anchors)
+    assert reading.figures == {} and not reading.hedged  # a capitalised May is the month, not a hedge
+    assert read("Analysts said that sales may reach $412 million.").hedged

@@ -32,6 +32,8 @@ def test_k_with_leading_zeros_is_a_number(client, k):
     ({"QA_PORT": "70000"}, "QA_PORT"),
     ({"QA_PORT": "0"}, "QA_PORT"),
     ({"QA_CHROMA_URL": "localhost:8000"}, "QA_CHROMA_URL"),
+    ({"QA_ENCODER_THREADS": "-1"}, "QA_ENCODER_THREADS"),
+    ({"QA_ENCODER_THREADS": "all"}, "QA_ENCODER_THREADS"),
 ])
 def test_settings_are_checked_with_a_message_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):

@@ -9,6 +9,7 @@ from qa.config import Settings
 from qa.corroboration import Corroborator
 from qa.evaluation import load_questions
 from qa.indexing import VERSIONS, IndexBuilder, current_version, load_index
+from qa.passage_readings import PassageReadings
 from qa.retrieval import Retriever
 from qa.source_table import SourceTable
 
@@ -59,9 +60,10 @@ def test_corroboration_reads_the_stored_readings_and_no_source_text(seed_index, 
             ranked = stored.run(index, q.question, 10)
             with monkeypatch.context() as m:
                 m.setattr(SourceTable, "__getitem__", refuse)
-                ours = Corroborator(stored.readings).run(index, ranked, 5)
+                ours = Corroborator(stored.readings).run(index, ranked, 5)  # the passages ranking decoded
+                fresh = Corroborator(PassageReadings()).run(index, ranked, 5)  # decoded here
             theirs = Corroborator(read.readings).run(bare, read.run(bare, q.question, 10), 5)
-            assert supports(ours) == supports(theirs)
+            assert supports(ours) == supports(fresh) == supports(theirs)
             found += [s for h in ours.hits for s in h.corroborated_by]
         assert found  # the seeds' sources report the same facts: there was something to corroborate
     finally:
