@@ -63,7 +63,7 @@ class Reading:
     @classmethod
     def of(cls, facts: SentenceFacts) -> "Reading":
         """A sentence's figures, event markers and anchors, from what `qa.readings` read in it."""
-        if not facts.facts.marks:  # most sentences: a question compares a hundred or more
+        if not facts.facts.marks:  # many sentences state no figure, and a question compares a hundred or more
             return cls({}, {}, facts.names, facts.hedged)
         by_kind: dict[str, set[str]] = {}
         for mark in facts.facts.marks:
