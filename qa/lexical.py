@@ -97,8 +97,18 @@ class LexicalIndex:
         known = [t for t in dict.fromkeys(terms(query)) if t in self.retriever.vocab_dict]
         if not known or not self.size:
             return [], []
+        self._prefetch(known)
         docs, scores = best(self.retriever.get_scores(known, weight_mask=mask), n)
         return docs.tolist(), scores.tolist()
+
+    def _prefetch(self, known: list[str]) -> None:
+        """Each term's postings asked of the kernel before bm25s reads them term by term."""
+        scores, vocab = self.retriever.scores, self.retriever.vocab_dict
+        if len(known) > 1 and isinstance(scores["data"], NpyRows):  # read from the files (`load`), not built here
+            indptr = scores["indptr"]
+            runs = [(int(indptr[vocab[t]]), int(indptr[vocab[t] + 1])) for t in known]
+            for name in POSTINGS:
+                scores[name].prefetch(runs)
 
     def knows(self, term: str) -> bool:
         return term in self.retriever.vocab_dict

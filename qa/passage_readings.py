@@ -9,6 +9,7 @@ passage a question ranked is not decoded again to corroborate its results.
 Usage:
     >>> readings = PassageReadings()
     >>> sentences, whole, context = readings.passage(index, position)
+    >>> facts = readings.passages(index, positions)   # a question's candidates: those not kept, read together
 """
 from __future__ import annotations
 
@@ -37,28 +38,38 @@ class PassageReadings:
     _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
 
     def passage(self, index: LoadedIndex, position: int) -> PassageFacts:
-        key = (index.version, position)
-        cached = self._passages.get(key)
-        if cached is not None:
-            _refresh(self._passages, key)
-            return cached
-        if index.readings is not None:
-            sentences = index.readings.sentences(*index.chunk_rows[position].tolist())
-            around = index.readings.context(position)
-        else:
-            chunk = index.chunks[position]
-            sentences = [self._sentence(index, chunk.source_id, s, e) for s, e in chunk.sentences]
-            around = read(context(index.sources[chunk.source_id], chunk.start, chunk.sentences))
-        types = 0
-        for f in sentences:
-            types |= f.facts.types
-        whole = SentenceFacts(frozenset().union(*(f.terms for f in sentences)),
-                              TextFacts(frozenset().union(*(f.facts.marks for f in sentences)), types))
-        cached = PassageFacts(sentences, whole, around)
-        self._passages[key] = cached
+        cached = self._passages.get((index.version, position))  # corroboration's: ranking read the pool
+        if cached is None:
+            return self.passages(index, [position])[0]
+        _refresh(self._passages, (index.version, position))
+        return cached
+
+    def passages(self, index: LoadedIndex, positions: list[int]) -> list[PassageFacts]:
+        """Each position's readings; those not kept are read together (`StoredReadings.passages`)."""
+        found: dict[int, PassageFacts] = {}
+        for p in positions:
+            cached = self._passages.get((index.version, p))
+            if cached is not None:
+                _refresh(self._passages, (index.version, p))
+                found[p] = cached
+        missing = [p for p in dict.fromkeys(positions) if p not in found]
+        if missing:
+            rows = index.chunk_rows[missing].tolist()
+            if index.readings is not None:
+                sentences, around = index.readings.passages(rows, missing)
+            else:
+                chunks = [index.chunks[p] for p in missing]
+                sentences = [[self._sentence(index, c.source_id, s, e) for s, e in c.sentences] for c in chunks]
+                around = [read(context(index.sources[c.source_id], c.start, c.sentences)) for c in chunks]
+            for p, facts, near in zip(missing, sentences, around):
+                found[p] = self._keep((index.version, p), PassageFacts(facts, _whole(facts), near))
+        return [found[p] for p in positions]
+
+    def _keep(self, key: tuple, facts: PassageFacts) -> PassageFacts:
+        self._passages[key] = facts
         if len(self._passages) > self.passages_kept:
             self._passages.popitem(last=False)
-        return cached
+        return facts
 
     def _sentence(self, index: LoadedIndex, source_id: str, start: int, end: int) -> SentenceFacts:
         key = (index.version, source_id, start, end)
@@ -71,6 +82,15 @@ class PassageReadings:
         if len(self._sentences) > self.sentences_kept:
             self._sentences.popitem(last=False)
         return cached
+
+
+def _whole(sentences: list[SentenceFacts]) -> SentenceFacts:
+    """A passage's terms, marks and answer types: its sentences' together."""
+    types = 0
+    for f in sentences:
+        types |= f.facts.types
+    return SentenceFacts(frozenset().union(*(f.terms for f in sentences)),
+                         TextFacts(frozenset().union(*(f.facts.marks for f in sentences)), types))
 
 
 def _refresh(cache: OrderedDict, key: tuple) -> None:

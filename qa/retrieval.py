@@ -190,8 +190,7 @@ class Retriever:
         type_bit = asks.type_bit
         asked = asks.constraints
         n_asked = len(asked) or 1
-        for c, p in enumerate(positions):
-            facts, passage, context = self.readings.passage(index, p)
+        for c, (facts, passage, context) in enumerate(self.readings.passages(index, positions)):
             passages.append(passage)
             met_c, conflict_c = agreement(asks, TextFacts(passage.facts.marks | context.facts.marks, passage.facts.types))
             type_c = float(bool(passage.facts.types & type_bit))

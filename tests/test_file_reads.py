@@ -40,6 +40,25 @@ def test_ints_and_slices_read_what_numpy_indexes(stored):
             assert np.array_equal(rows[part], a[part])
 
 
+def test_ends_read_the_two_rows_numpy_holds_in_any_integer_layout(tmp_path, stored):
+    folder, arrays = stored
+    offsets = NpyRows(folder / "offsets.npy")
+    pairs = [(0, 0), (0, 50), (7, 9), (49, 50), (3, 3)]
+    assert offsets.ends(pairs) == [(int(arrays["offsets"][a]), int(arrays["offsets"][b])) for a, b in pairs]
+    assert offsets.ends([]) == []
+    for dtype in (">i8", "<i4", "u2", "i1"):
+        a = np.array([-3, 5, 120, 7], dtype=np.int64).astype(dtype)
+        np.save(tmp_path / "a.npy", a)
+        assert NpyRows(tmp_path / "a.npy").ends([(0, 2), (1, 3)]) == [(int(a[0]), int(a[2])), (int(a[1]), int(a[3]))]
+    for first, last in ((-1, 2), (3, 2), (0, 51)):
+        with pytest.raises(IndexError):
+            offsets.ends([(1, 2), (first, last)])
+    with pytest.raises(TypeError):
+        NpyRows(folder / "spans.npy").ends([(0, 1)])
+    with pytest.raises(TypeError):
+        NpyRows(folder / "vectors.npy").ends([(0, 1)])
+
+
 def test_rows_out_of_bounds_strided_masked_or_truncated_are_refused(stored):
     folder, arrays = stored
     rows = NpyRows(folder / "vectors.npy")
@@ -52,6 +71,13 @@ def test_rows_out_of_bounds_strided_masked_or_truncated_are_refused(stored):
     (folder / "cut.npy").write_bytes(data[:-1])
     with pytest.raises(ValueError, match="truncated"):
         NpyRows(folder / "cut.npy")
+
+
+def test_ranges_read_together_equal_slices(tmp_path):
+    data = bytes(range(256)) * 400
+    (tmp_path / "f").write_bytes(data)
+    ranges = [(5000, 9000), (0, 3), (102_000, 102_400 + 50), (7, 7), (60_000, 61_000)]
+    assert FileBytes(tmp_path / "f").read_many(ranges) == [data[a:b] for a, b in ranges]
 
 
 def test_file_bytes_slice_like_bytes(tmp_path):

@@ -42,6 +42,29 @@ def test_stored_readings_equal_the_texts_and_rank_the_same(seed_index, embedder)
         bare.close()
 
 
+def test_candidates_read_together_equal_each_read_alone_and_the_text(seed_index):
+    index = load_index(seed_index)
+    try:
+        positions = [5, 0, 12, 5, len(index.chunks) - 1, 3, 4]  # unordered, a repeat, the last chunk
+        rows = index.chunk_rows[positions].tolist()
+        sentences, contexts = index.readings.passages(rows, positions)
+        assert sentences == [index.readings.sentences(lo, hi) for lo, hi in rows]
+        assert contexts == [index.readings.context(p) for p in positions]
+        kept = PassageReadings()
+        kept.passage(index, 12)  # one already kept, the rest read together
+        together = kept.passages(index, positions)
+        bare = load_index(seed_index)
+        bare.readings = None  # read from the text
+        try:
+            from_text = PassageReadings().passages(bare, positions)
+        finally:
+            bare.close()
+        assert together == [PassageReadings().passage(index, p) for p in positions] == from_text
+        assert [t.sentences for t in together] == sentences and [t.context for t in together] == contexts
+    finally:
+        index.close()
+
+
 def test_corroboration_reads_the_stored_readings_and_no_source_text(seed_index, embedder, monkeypatch):
     index = load_index(seed_index)
     bare = load_index(seed_index)

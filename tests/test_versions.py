@@ -85,6 +85,28 @@ def test_a_version_held_by_a_request_stays_open_and_on_disk_until_it_ends(source
     assert service.ask("Where is the lunar mining research coordinated from?", 3)["index_version"] == second.version
 
 
+def test_a_replaced_version_is_collected_and_the_served_one_left_out_of_collections(sources_copy, tmp_path, embedder):
+    import gc
+    import time
+    import weakref
+
+    from qa.indexing import IndexBuilder
+    from qa.service import QAService
+
+    settings = _settings(sources_copy, tmp_path / "index")
+    IndexBuilder(settings, embedder=embedder).run()
+    service = QAService(settings, embedder=embedder)
+    first = weakref.ref(service.index().chunks)  # a chunk table is in a cycle: only the collector frees it
+    assert gc.get_freeze_count() > 0  # the loaded version is frozen: full collections no longer walk it
+    _edit(sources_copy)
+    second = IndexBuilder(settings, embedder=embedder).run()
+    assert service.ask("Where is the lunar mining research coordinated from?", 3)["index_version"] == second.version
+    deadline = time.monotonic() + 30
+    while first() is not None and time.monotonic() < deadline:  # the clean-up runs beside the requests
+        time.sleep(0.05)
+    assert first() is None, "the replaced version stayed in memory, frozen with the one serving"
+
+
 def test_a_failed_load_is_retried_for_the_version_that_failed_not_the_next_one(sources_copy, tmp_path, embedder, monkeypatch):
     import shutil
 
