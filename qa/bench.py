@@ -43,6 +43,7 @@ from qa.embedding import Embedder
 from qa.sources import SourceReader
 from qa.evaluation import contains_answer, load_questions
 from qa.indexing import VERSIONS, IndexBuilder, current_version, load_index
+from qa.corroboration import Corroborator
 from qa.retrieval import Retriever
 
 CLIENTS = 8
@@ -454,6 +455,7 @@ class Bench:
                 hits += any(contains_answer(r["text"], q.answers) for r in top)
                 sources += any(r["source"]["id"] in q.sources for r in top)
             memory = server.memory_mb()
+        page_cache = self._cold_reads(settings, embedder, gold) if not chroma_url else {}
         served = worker_dir / "mirror" / report.published if chroma_url else settings.index_dir
         version_dir = served / VERSIONS / current_version(served)
         disk = sum(p.stat().st_size for p in version_dir.rglob("*") if p.is_file()) / 2**20
@@ -466,8 +468,33 @@ class Bench:
             "query_p95_ms": round(_percentile(started_all, 95), 1), **{k: round(v) for k, v in memory.items()},
             "disk_mb": round(disk, 1), "disk_kb_per_chunk": round(disk * 1024 / report.chunks, 2),
             "vector_kb_per_chunk": round(vector_bytes / 1024 / report.chunks, 2),
-            "answer@5": round(hits / len(gold), 3), "source@5": round(sources / len(gold), 3),
+            "answer@5": round(hits / len(gold), 3), "source@5": round(sources / len(gold), 3), **page_cache,
         })
+
+    def _cold_reads(self, settings: Settings, embedder: Embedder, gold: list) -> dict[str, float]:
+        """In process, question vectors given: ranking and corroboration with the version's files out
+        of the page cache (as a machine that reclaims cold pages, or an index larger than memory,
+        leaves them: `POSIX_FADV_DONTNEED` on each), then the same questions with them cached. Both
+        passes start with no passage kept, so they differ only in where the reads come from."""
+        index = load_index(settings)
+        try:
+            questions = [q.question for q in gold]
+            vectors = embedder.encode(questions)
+            passes = {}
+            for name in ("cold", "cached"):
+                if name == "cold":
+                    _evict(settings.index_dir / VERSIONS / index.version)
+                retriever = Retriever(embedder)
+                corroborator = Corroborator(retriever.readings)
+                times = []
+                for question, vector in zip(questions, vectors):
+                    started = time.perf_counter()
+                    corroborator.run(index, retriever.run(index, question, 10, query=vector), 5)
+                    times.append((time.perf_counter() - started) * 1000)
+                passes[name] = round(_percentile(times, 50), 2)
+        finally:
+            index.close()
+        return {"ranking_cold_p50_ms": passes["cold"], "ranking_cached_p50_ms": passes["cached"]}
 
     def _synthetic(self, seed_settings: Settings, embedder: Embedder, size: int, folder: Path) -> None:
         """The seeds and enough distractors for about `size` chunks (see the module doc)."""
@@ -505,6 +532,21 @@ class Bench:
                      r["worker_private_mb"], self.worker_floor.get("worker_private_mb"), "—", "MB")
             self.row(f"disk per chunk at {n}, KB (floor: its float16 vectors)", r["disk_kb_per_chunk"],
                      r["vector_kb_per_chunk"], "—", "KB")
+            if "ranking_cold_p50_ms" in r:
+                self.row(f"ranking in process, files out of the page cache, at {n}, p50 ms (floor: cached)",
+                         r["ranking_cold_p50_ms"], r["ranking_cached_p50_ms"], "—", "ms")
+
+
+def _evict(folder: Path) -> None:
+    """Drop a folder's files from the page cache: written back first, since dirty pages stay."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def _first_seed(folder: Path) -> Source:

@@ -14,7 +14,8 @@ def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
     figures = {r["figure"]: r for r in report["rows"]}
     assert any("query latency p50" in f for f in figures) and any("throughput" in f for f in figures)
     for wanted in ("encode one question p50, ms, onnx on", "encode passages in batches, texts/s, onnx-int8",
-                   "cold start", "clients, a worker per core", "RSS per worker at", "of which private to the worker at", "disk per chunk at", "query p95 at"):
+                   "cold start", "clients, a worker per core", "RSS per worker at", "of which private to the worker at", "disk per chunk at", "query p95 at",
+                   "ranking in process, files out of the page cache"):
         assert any(wanted in f for f in figures), wanted
     assert report["machine"]["device"] in ("cpu", "cuda") and report["machine"]["backend"]
     for row in report["rows"]:
@@ -27,5 +28,6 @@ def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
     assert 0 < scale["worker_private_mb"] < scale["worker_rss_mb"] and scale["worker_shared_mb"] > 0
     assert abs(scale["worker_private_mb"] + scale["worker_shared_mb"] - scale["worker_rss_mb"]) <= 0.05 * scale["worker_rss_mb"]
     assert 0 <= scale["answer@5"] <= 1
+    assert scale["ranking_cold_p50_ms"] > 0 and scale["ranking_cached_p50_ms"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 5000
     assert "query latency p50" in result.stdout
