@@ -54,9 +54,8 @@ class PassageReadings:
                 found[p] = cached
         missing = [p for p in dict.fromkeys(positions) if p not in found]
         if missing:
-            rows = index.chunk_rows[missing].tolist()
             if index.readings is not None:
-                sentences, around = index.readings.passages(rows, missing)
+                sentences, around = index.readings.passages(index.chunk_rows[missing].tolist(), missing)
             else:
                 chunks = [index.chunks[p] for p in missing]
                 sentences = [[self._sentence(index, c.source_id, s, e) for s, e in c.sentences] for c in chunks]

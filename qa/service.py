@@ -69,7 +69,9 @@ def _settle_collector() -> None:
     """Put every object alive now out of the cyclic collector's reach (`gc.freeze`): a loaded
     version's objects live as long as it does, and each full collection walked them all (55-60 ms
     at 1M chunks, twice in 62 questions, waited for by the request that triggered it). Done after
-    each load; a closed version's own cycles are collected once it is closed (`_close`)."""
+    each load, after one collection, so that no garbage of the load is kept frozen; a closed version's
+    own cycles are collected once it is closed (`_close`)."""
+    gc.collect()
     gc.freeze()
 
 
@@ -79,7 +81,6 @@ def _collect_closed() -> None:
     them closes it, and what is still named then would be frozen again."""
     time.sleep(CLOSED_COLLECT_DELAY)
     gc.unfreeze()
-    gc.collect()
     _settle_collector()
     _return_freed_memory()
 
@@ -87,8 +88,9 @@ def _collect_closed() -> None:
 def _close(replaced: LoadedIndex) -> None:
     """Close a version no request holds any more, and return what it held (its Chroma index, the
     largest part of a worker's memory) to the system: else the worker keeps the old version's
-    memory beside the new one's. The collection and the trim run beside the requests (the trim
-    0.23-0.29 s after a 1M-chunk version), not in the one that closed the version."""
+    memory beside the new one's. The collection and the trim run in a thread of their own, not in
+    the request that closed the version: the trim (0.23-0.29 s after a 1M-chunk version) beside the
+    requests, the collection holding the interpreter lock once (55-60 ms at 1M chunks)."""
     replaced.close()
     threading.Thread(target=_collect_closed, name="qa-trim", daemon=True).start()
 

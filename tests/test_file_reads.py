@@ -77,7 +77,9 @@ def test_ranges_read_together_equal_slices(tmp_path):
     data = bytes(range(256)) * 400
     (tmp_path / "f").write_bytes(data)
     ranges = [(5000, 9000), (0, 3), (102_000, 102_400 + 50), (7, 7), (60_000, 61_000)]
-    assert FileBytes(tmp_path / "f").read_many(ranges) == [data[a:b] for a, b in ranges]
+    f = FileBytes(tmp_path / "f")
+    assert f.read_many(ranges) == [data[a:b] for a, b in ranges]
+    assert f.read_many([(9, 9), (len(data), len(data))]) == [b"", b""]
 
 
 def test_file_bytes_slice_like_bytes(tmp_path):
