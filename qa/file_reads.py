@@ -127,7 +127,7 @@ class NpyRows:
         parts = self._file.read_many([self._range(int(rows[a]), b - a) for a, b in zip(starts, ends)]) if len(rows) else []
         return np.frombuffer(b"".join(parts), self.dtype).reshape((len(rows), *self._row_shape))
 
-    def ends(self, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    def ends(self, pairs: list) -> list[tuple[int, int]]:
         """Rows `first` and `last` of a 1-d integer array for each (first, last) pair (offsets: where a
         run of lines starts and ends), a read each and without an array: a question asks this for each
         of its candidates."""

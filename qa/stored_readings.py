@@ -5,8 +5,7 @@ under: changing how the files are read must not make every version's lines stale
 
 Usage:
     >>> stored = StoredReadings.open(version_dir, manifest)   # None: made by other code, read the text
-    >>> stored.sentences(lo, hi)                              # a chunk's sentence rows: two reads
-    >>> stored.passages([(lo, hi), ...], [position, ...])     # many chunks' rows and contexts: one parse
+    >>> sentences, contexts = stored.passages([[lo, hi], ...], [position, ...])  # chunks' sentence rows and contexts
 """
 from __future__ import annotations
 
@@ -37,18 +36,11 @@ class StoredReadings:
             return None
         return cls(folder)
 
-    def sentences(self, lo: int, hi: int) -> list[SentenceFacts]:
-        """Sentence rows [lo, hi): a chunk's."""
-        return decode(self.rows(SENTENCES, lo, hi))
-
-    def context(self, position: int) -> SentenceFacts:
-        return decode(self.rows(CONTEXTS, position, position + 1))[0]
-
     def passages(self, rows: list[list[int]], positions: list[int]) -> tuple[list[list[SentenceFacts]], list[SentenceFacts]]:
         """The sentence readings of several chunks (`rows`: each one's [lo, hi)) and the contexts of
         `positions`: each file's ranges read together (`FileBytes.read_many`), all lines in one
         parse a file. A question's ~80 candidates are mostly new to a worker at 1M chunks."""
-        sentences = decode(b"".join(self._lines[SENTENCES].read_many(self._offsets[SENTENCES].ends([(lo, hi) for lo, hi in rows]))))
+        sentences = decode(b"".join(self._lines[SENTENCES].read_many(self._offsets[SENTENCES].ends(rows))))
         contexts = decode(b"".join(self._lines[CONTEXTS].read_many(self._offsets[CONTEXTS].ends([(p, p + 1) for p in positions]))))
         ends = np.cumsum([hi - lo for lo, hi in rows]).tolist()
         return [sentences[a:b] for a, b in zip([0, *ends], ends)], contexts

@@ -29,8 +29,9 @@ def test_stored_readings_equal_the_texts_and_rank_the_same(seed_index, embedder)
         for p, chunk in enumerate(index.chunks):
             source = index.sources[chunk.source_id]
             lo, hi = index.chunk_rows[p].tolist()
-            assert index.readings.sentences(lo, hi) == [readings.read(source.text[a:b]) for a, b in chunk.sentences]
-            assert index.readings.context(p) == readings.read(readings.context(source, chunk.start, chunk.sentences))
+            (sentences,), (around,) = index.readings.passages([[lo, hi]], [p])
+            assert sentences == [readings.read(source.text[a:b]) for a, b in chunk.sentences]
+            assert around == readings.read(readings.context(source, chunk.start, chunk.sentences))
         bare.readings = None  # read from the text, as a worker whose code differs from the build's does
         stored, read = Retriever(embedder), Retriever(embedder)
         for q in load_questions(ROOT / "eval" / "questions.jsonl")[:25]:
@@ -48,8 +49,8 @@ def test_candidates_read_together_equal_each_read_alone_and_the_text(seed_index)
         positions = [5, 0, 12, 5, len(index.chunks) - 1, 3, 4]  # unordered, a repeat, the last chunk
         rows = index.chunk_rows[positions].tolist()
         sentences, contexts = index.readings.passages(rows, positions)
-        assert sentences == [index.readings.sentences(lo, hi) for lo, hi in rows]
-        assert contexts == [index.readings.context(p) for p in positions]
+        alone = [index.readings.passages([r], [p]) for r, p in zip(rows, positions)]
+        assert sentences == [s for (s,), _ in alone] and contexts == [c for _, (c,) in alone]
         kept = PassageReadings()
         kept.passage(index, 12)  # one already kept, the rest read together
         together = kept.passages(index, positions)
@@ -116,7 +117,8 @@ def test_kept_sources_are_read_again_for_new_code_or_a_new_title(tmp_path, sourc
     assert report.embedded_chunks == 0 and report.updated == []
     index = load_index(settings)
     try:
-        contexts = {index.readings.context(p).terms for p, c in enumerate(index.chunks) if c.source_id == "002_38f1cabbecdb3beb"}
+        contexts = {index.readings.passages([index.chunk_rows[p].tolist()], [p])[1][0].terms
+                    for p, c in enumerate(index.chunks) if c.source_id == "002_38f1cabbecdb3beb"}
         assert contexts and all({"caraca", "kremlin"} <= terms for terms in contexts)
     finally:
         index.close()
