@@ -485,7 +485,7 @@ class Bench:
                 if name == "cold":
                     _evict(settings.index_dir / VERSIONS / index.version)
                 retriever = Retriever(embedder)
-                corroborator = Corroborator(retriever.readings)
+                corroborator = Corroborator()
                 times = []
                 for question, vector in zip(questions, vectors):
                     started = time.perf_counter()

@@ -12,22 +12,21 @@ subject with another date or number of a kind both state is *reported differentl
 Other sources' sentences are searched among the question's pooled candidates (`Answer.pool`): a
 sentence stating the same fact answers the same question, so the pool holds it, and no request
 pays for a pass over every sentence of the index. A filter therefore applies here too. Their names,
-figures and hedges are what ranking read in them already (`qa.passage_readings`): no text is read.
+figures, hedges and vectors are what ranking read already (`Answer.pool`): nothing is read again.
 
 Usage:
-    >>> answer = Corroborator(retriever.readings).run(index, retriever.run(index, question, 2 * k), k)
+    >>> answer = Corroborator().run(index, retriever.run(index, question, 2 * k), k)
     >>> answer.hits[0].corroborated_by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
-from qa.data import Answer, Hit, Support
+from qa.data import Answer, Support
 from qa.indexing import LoadedIndex
-from qa.passage_readings import PassageReadings
 from qa.readings import SentenceFacts, read as read_sentence
 
 # Calibrated on the hand-labelled pairs of eval/corroboration_pairs.jsonl (every cross-source pair
@@ -104,24 +103,20 @@ class Corroborator:
     """One step after retrieval: hits in, hits with their corroborating and disputing sentences out,
     those that repeat an earlier hit's fact folded under it."""
 
-    readings: PassageReadings = field(default_factory=PassageReadings)  # the retriever's: the pool is read already
-
     def run(self, index: LoadedIndex, answer: Answer, k: int) -> Answer:
         """The first `k` hits that state distinct facts, each with its corroborating and disputing sentences."""
         if not answer.hits:
             return answer
-        rows, owners, spans, facts = self._candidates(index, answer.pool)
-        vectors = index.sentence_vectors
-        # In float32: numpy multiplies float16 matrices without BLAS, element by element.
-        marked_vectors = vectors[[self._row(index, h) for h in answer.hits]].astype(np.float32)
-        similarity = vectors[rows].astype(np.float32) @ marked_vectors.T  # (candidates, hits)
+        pool = answer.pool
+        owners, spans, facts = pool.sources, pool.spans, pool.facts
+        where = {(s, span): c for c, (s, span) in enumerate(zip(owners, spans))}
+        marked = [where[(h.chunk.source_id, h.highlight)] for h in answer.hits]  # a hit's sentence is a candidate's
+        similarity = pool.vectors @ pool.vectors[marked].T  # (candidates, hits)
         # Only sentences close enough to some hit are compared (each hit's own sentence among them, at 1.0).
         near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
-        slot = {(owners[c], spans[c]): int(c) for c in near}
         reading = {int(c): Reading.of(facts[c]) for c in near}
         names = sorted({n for r in reading.values() for n in r.anchors if not n.startswith("quote:")})
         rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= RARE_NAME_IDF) if names else frozenset()
-        marked = [slot[(h.chunk.source_id, h.highlight)] for h in answer.hits]
 
         kept: list[int] = []
         for j, hit in enumerate(answer.hits):
@@ -152,23 +147,6 @@ class Corroborator:
                                          key=_strongest)),
             ))
         return replace(answer, hits=hits)
-
-    def _candidates(self, index: LoadedIndex, pool: tuple[int, ...]) -> tuple[np.ndarray, list[str], list[tuple[int, int]], list[SentenceFacts]]:
-        """Every distinct sentence of the pooled passages: its vector row, source, span and readings."""
-        positions = list(pool)
-        table = index.chunks
-        owner: dict[int, tuple[int, SentenceFacts]] = {}  # sentence row -> its source's number and readings
-        for p, (lo, hi), s in zip(positions, index.chunk_rows[positions].tolist(), table.source_of[positions].tolist()):
-            if any(r not in owner for r in range(lo, hi)):  # overlapping passages share rows
-                sentences = self.readings.passage(index, p).sentences
-                owner.update((r, (s, sentences[r - lo])) for r in range(lo, hi) if r not in owner)
-        rows = np.fromiter(owner, dtype=np.int64, count=len(owner))
-        spans = list(map(tuple, index.sentence_spans[rows].tolist()))
-        return rows, [table.source_ids[s] for s, _ in owner.values()], spans, [f for _, f in owner.values()]
-
-    @staticmethod
-    def _row(index: LoadedIndex, hit: Hit) -> int:
-        return int(index.chunk_rows[index.position[hit.chunk.id]][0]) + hit.chunk.sentences.index(hit.highlight)
 
 
 def _strongest(support: Support) -> tuple[float, str]:

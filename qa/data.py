@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qa.readings import SentenceFacts
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,18 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     index_version: str = ""
     confidence: float = 0.0  # what `answered` thresholds
-    pool: tuple[int, ...] = ()  # chunk positions of the question's candidates (where corroboration looks)
+    pool: PoolSentences | None = None  # the candidates' sentences (where corroboration looks)
+
+
+@dataclass(frozen=True)
+class PoolSentences:
+    """Every distinct sentence of a question's candidates as ranking read it: corroboration compares
+    the results' sentences with these without reading a row again."""
+
+    sources: list[str]  # each sentence's source id
+    spans: list[tuple[int, int]]  # absolute offsets in that source
+    facts: list[SentenceFacts]
+    vectors: np.ndarray  # (sentences, dimension) float32, L2-normalised
 
 
 @dataclass(frozen=True)

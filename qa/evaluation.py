@@ -379,7 +379,7 @@ class Evaluator:
         ]
         if not corroborate:
             return passages, answer.answered, answer.confidence
-        top = Corroborator(retriever.readings).run(index, answer, 1).hits[:1]
+        top = Corroborator().run(index, answer, 1).hits[:1]
         group = frozenset(h.chunk.source_id for h in top) | {s.source_id for h in top for s in h.corroborated_by}
         return passages, answer.answered, answer.confidence, group
 

@@ -1,15 +1,14 @@
-"""What ranking and corroboration read in a candidate passage, kept across questions.
+"""What ranking reads in a candidate passage, kept across questions.
 
 Each sentence's terms, figures, names and hedges, the passage's as a whole and its context
 (`qa.readings`): decoded from the version's stored lines, or, for an index without them, read from
 the text. None of it depends on the question, so it is kept, least recently used dropped first (a
-few KB a passage: tens of MB per worker at most). Ranking and corroboration share one, so a
-passage a question ranked is not decoded again to corroborate its results.
+few KB a passage: tens of MB per worker at most). Corroboration compares what ranking read
+(`Answer.pool`), so a passage a question ranked is not decoded again to corroborate its results.
 
 Usage:
     >>> readings = PassageReadings()
-    >>> sentences, whole, context = readings.passage(index, position)
-    >>> facts = readings.passages(index, positions)   # a question's candidates: those not kept, read together
+    >>> sentences, whole, context = readings.passages(index, positions)[0]   # those not kept, read together
 """
 from __future__ import annotations
 
@@ -36,13 +35,6 @@ class PassageReadings:
     sentences_kept: int = 20_000  # read from text only: an index without stored readings
     _passages: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _sentences: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
-
-    def passage(self, index: LoadedIndex, position: int) -> PassageFacts:
-        cached = self._passages.get((index.version, position))  # corroboration's: ranking read the pool
-        if cached is None:
-            return self.passages(index, [position])[0]
-        _refresh(self._passages, (index.version, position))
-        return cached
 
     def passages(self, index: LoadedIndex, positions: list[int]) -> list[PassageFacts]:
         """Each position's readings; those not kept are read together (`StoredReadings.passages`)."""

@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from qa.data import Answer, Hit
+from qa.data import Answer, Hit, PoolSentences
 from qa.embedding import Embedder
 from qa.filters import Selection
 from qa.indexing import LoadedIndex
@@ -75,6 +75,7 @@ class Candidates:
     bm25_order: list[int]
     chunk_facts: list[SentenceFacts]  # each passage's terms and facts (its sentences', without context)
     name_coverage: np.ndarray  # per passage: share of the question's names in it or its title and heading
+    sentences: PoolSentences  # the distinct sentences, for corroboration
 
     def question_row(self, row_scores: np.ndarray) -> np.ndarray:
         """The abstention model's input once rows are scored (QUESTION_FEATURES order): how the best
@@ -145,7 +146,7 @@ class Retriever:
             if len(hits) == k:
                 break
         return Answer(question, answered=confidence >= self.ranker.threshold, hits=hits,
-                      index_version=index.version, confidence=confidence, pool=tuple(pool.positions))
+                      index_version=index.version, confidence=confidence, pool=pool.sentences)
 
     def pool(self, index: LoadedIndex, question: str, query: np.ndarray, n: int, scope: Selection | None = None) -> Candidates:
         """The pooled candidates of both lists with every signal computed (also what `qa fit` learns from)."""
@@ -172,7 +173,9 @@ class Retriever:
             row_vectors.extend(range(lo, hi))
             row_chunk.extend([c] * (hi - lo))
         row_span: list[tuple[int, int]] = list(map(tuple, index.sentence_spans[row_vectors].tolist()))
-        sentence_cos = index.sentence_vectors[row_vectors] @ query if row_vectors else np.zeros(0)
+        # In float32: numpy multiplies float16 matrices without BLAS, element by element.
+        row_matrix = index.sentence_vectors[row_vectors].astype(np.float32) if row_vectors else np.zeros((0, len(query)), np.float32)
+        sentence_cos = row_matrix @ query
 
         bm25 = np.zeros(len(positions))
         bm25_rank = np.zeros(len(positions))
@@ -185,6 +188,7 @@ class Retriever:
 
         # Word, constraint and type signals, one tuple per sentence row, in WORD_FEATURES order.
         rows: list[tuple[float, ...]] = []
+        row_facts: list[SentenceFacts] = []
         passages: list[SentenceFacts] = []
         name_coverage = np.ones(len(positions))
         type_bit = asks.type_bit
@@ -198,6 +202,7 @@ class Retriever:
             if names:
                 name_coverage[c] = len(names & (passage.terms | context.terms)) / len(names)
             heading_terms, heading_marks = context.terms & q_set, context.facts.marks & asked
+            row_facts.extend(facts)
             for sentence in facts:
                 met_s, conflict_s = agreement(asks, sentence.facts)
                 own = sentence.terms & q_set
@@ -228,8 +233,15 @@ class Retriever:
             sum(not index.lexical.knows(t) for t in q_terms) / len(q_terms) if q_terms else 0.0,
             float(features[:, COLUMN["sentence_coverage"]].max()) if has else 0.0,
         ])
+        first: dict[int, int] = {}  # sentence row -> its first pool row (overlapping passages share rows)
+        for i, r in enumerate(row_vectors):
+            first.setdefault(r, i)
+        take = list(first.values())
+        source_of = [index.chunks.source_ids[s] for s in index.chunks.source_of[positions].tolist()] if positions else []
+        sentences = PoolSentences([source_of[row_chunk[i]] for i in take], [row_span[i] for i in take],
+                                  [row_facts[i] for i in take], row_matrix[take])
         return Candidates(positions, rc, row_span, features, question_features, (bool(asked), bool(type_bit)),
-                          [slot[p] for p in dense], [slot[p] for p in lexical], passages, name_coverage)
+                          [slot[p] for p in dense], [slot[p] for p in lexical], passages, name_coverage, sentences)
 
     @property
     def ranker(self) -> RankerModel:

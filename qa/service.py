@@ -117,7 +117,7 @@ class QAService:
         self.settings = settings
         self.embedder = embedder or Embedder.for_settings(settings)
         self.retriever = retriever or Retriever(self.embedder)
-        self.corroborator = Corroborator(self.retriever.readings)
+        self.corroborator = Corroborator()
         self._index: LoadedIndex | None = None
         self._retired: dict[str, LoadedIndex] = {}  # replaced versions requests still hold
         self._users: dict[str, int] = {}  # version -> requests holding it

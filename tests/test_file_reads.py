@@ -1,4 +1,6 @@
 """Rows and bytes read with pread must equal what numpy and Python read from the same file."""
+import os
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,23 @@ def test_ranges_read_together_equal_slices(tmp_path):
     f = FileBytes(tmp_path / "f")
     assert f.read_many(ranges) == [data[a:b] for a, b in ranges]
     assert f.read_many([(9, 9), (len(data), len(data))]) == [b"", b""]
+
+
+def test_ranges_close_together_are_one_read(tmp_path, monkeypatch):
+    from qa import file_reads
+
+    data = bytes(range(256)) * 400
+    (tmp_path / "f").write_bytes(data)
+    f = FileBytes(tmp_path / "f")
+    reads = []
+    pread = os.pread
+    monkeypatch.setattr(file_reads.os, "pread", lambda fd, n, at: reads.append((at, n)) or pread(fd, n, at))
+    gap = file_reads.COALESCE_GAP
+    # Unsorted, overlapping, touching and nested ranges, one just within the gap, one just beyond it.
+    ranges = [(300, 340), (10, 20), (15, 35), (20, 30), (340 + gap, 400 + gap), (50_000, 50_010),
+              (400 + 2 * gap + 1, 410 + 2 * gap), (12, 14)]
+    assert f.read_many(ranges) == [data[a:b] for a, b in ranges]
+    assert reads == [(10, 400 + gap - 10), (400 + 2 * gap + 1, 9), (50_000, 10)]
 
 
 def test_file_bytes_slice_like_bytes(tmp_path):

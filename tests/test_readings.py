@@ -52,7 +52,7 @@ def test_candidates_read_together_equal_each_read_alone_and_the_text(seed_index)
         alone = [index.readings.passages([r], [p]) for r, p in zip(rows, positions)]
         assert sentences == [s for (s,), _ in alone] and contexts == [c for _, (c,) in alone]
         kept = PassageReadings()
-        kept.passage(index, 12)  # one already kept, the rest read together
+        kept.passages(index, [12])  # one already kept, the rest read together
         together = kept.passages(index, positions)
         bare = load_index(seed_index)
         bare.readings = None  # read from the text
@@ -60,13 +60,13 @@ def test_candidates_read_together_equal_each_read_alone_and_the_text(seed_index)
             from_text = PassageReadings().passages(bare, positions)
         finally:
             bare.close()
-        assert together == [PassageReadings().passage(index, p) for p in positions] == from_text
+        assert together == [PassageReadings().passages(index, [p])[0] for p in positions] == from_text
         assert [t.sentences for t in together] == sentences and [t.context for t in together] == contexts
     finally:
         index.close()
 
 
-def test_corroboration_reads_the_stored_readings_and_no_source_text(seed_index, embedder, monkeypatch):
+def test_corroboration_reads_no_source_text_and_agrees_with_readings_from_text(seed_index, embedder, monkeypatch):
     index = load_index(seed_index)
     bare = load_index(seed_index)
     bare.readings = None  # read from the text
@@ -84,10 +84,9 @@ def test_corroboration_reads_the_stored_readings_and_no_source_text(seed_index, 
             ranked = stored.run(index, q.question, 10)
             with monkeypatch.context() as m:
                 m.setattr(SourceTable, "__getitem__", refuse)
-                ours = Corroborator(stored.readings).run(index, ranked, 5)  # the passages ranking decoded
-                fresh = Corroborator(PassageReadings()).run(index, ranked, 5)  # decoded here
-            theirs = Corroborator(read.readings).run(bare, read.run(bare, q.question, 10), 5)
-            assert supports(ours) == supports(fresh) == supports(theirs)
+                ours = Corroborator().run(index, ranked, 5)  # the sentences ranking read
+            theirs = Corroborator().run(bare, read.run(bare, q.question, 10), 5)
+            assert supports(ours) == supports(theirs)
             found += [s for h in ours.hits for s in h.corroborated_by]
         assert found  # the seeds' sources report the same facts: there was something to corroborate
     finally:
