@@ -20,6 +20,7 @@ Usage:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -72,6 +73,11 @@ class Reading:
                    facts.names.union(*(by_kind.get(k, ()) for k in ANCHORS)), facts.hedged)
 
 
+@functools.lru_cache(maxsize=20_000)  # a question compares a few hundred; popular passages come back
+def _reading(facts: SentenceFacts) -> Reading:
+    return Reading.of(facts)
+
+
 def read(text: str) -> Reading:
     """A sentence's reading from its text (a labelled pair: `qa eval`)."""
     return Reading.of(read_sentence(text))
@@ -114,7 +120,7 @@ class Corroborator:
         similarity = pool.vectors @ pool.vectors[marked].T  # (candidates, hits)
         # Only sentences close enough to some hit are compared (each hit's own sentence among them, at 1.0).
         near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
-        reading = {int(c): Reading.of(facts[c]) for c in near}
+        reading = {int(c): _reading(facts[c]) for c in near}
         names = sorted({n for r in reading.values() for n in r.anchors if not n.startswith("quote:")})
         rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= RARE_NAME_IDF) if names else frozenset()
 
