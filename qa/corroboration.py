@@ -63,19 +63,19 @@ class Reading:
     @classmethod
     def of(cls, facts: SentenceFacts) -> "Reading":
         """A sentence's figures, event markers and anchors, from what `qa.readings` read in it."""
-        if not facts.facts.marks:  # many sentences state no figure, and a question compares a hundred or more
-            return cls({}, {}, facts.names, facts.hedged)
+        return cls.stating(facts.facts.marks, facts.names, facts.hedged)
+
+    @classmethod
+    def stating(cls, marks: frozenset[str], names: frozenset[str], hedged: bool) -> "Reading":
+        """The reading of a sentence with these marks (`qa.signals`), names and hedge."""
+        if not marks:  # many sentences state no figure, and a question compares a hundred or more
+            return cls({}, {}, names, hedged)
         by_kind: dict[str, set[str]] = {}
-        for mark in facts.facts.marks:
+        for mark in marks:
             by_kind.setdefault(mark.split(":", 1)[0], set()).add(mark)
         return cls({k: frozenset(by_kind[k]) for k in FIGURES if k in by_kind},
                    {k: frozenset(by_kind[k]) for k in EVENTS if k in by_kind},
-                   facts.names.union(*(by_kind.get(k, ()) for k in ANCHORS)), facts.hedged)
-
-
-@functools.lru_cache(maxsize=20_000)  # a question compares a few hundred; popular passages come back
-def _reading(facts: SentenceFacts) -> Reading:
-    return Reading.of(facts)
+                   names.union(*(by_kind.get(k, ()) for k in ANCHORS)), hedged)
 
 
 def read(text: str) -> Reading:
@@ -109,18 +109,27 @@ class Corroborator:
     """One step after retrieval: hits in, hits with their corroborating and disputing sentences out,
     those that repeat an earlier hit's fact folded under it."""
 
+    readings_kept: int = 20_000  # a question compares a few hundred sentences; popular passages come back
+
+    def __post_init__(self) -> None:
+        # Readings by what they are read from, kept across questions and shared by them: read only.
+        self._reading = functools.lru_cache(maxsize=self.readings_kept)(Reading.stating)
+
     def run(self, index: LoadedIndex, answer: Answer, k: int) -> Answer:
-        """The first `k` hits that state distinct facts, each with its corroborating and disputing sentences."""
+        """The first `k` hits that state distinct facts, each with its corroborating and disputing
+        sentences; `answer` is `Retriever.run`'s (its pool holds the sentences compared)."""
         if not answer.hits:
             return answer
         pool = answer.pool
+        if pool is None:
+            raise ValueError("corroboration compares the sentences of the answer's pool: pass the Answer Retriever.run returned")
         owners, spans, facts = pool.sources, pool.spans, pool.facts
         where = {(s, span): c for c, (s, span) in enumerate(zip(owners, spans))}
         marked = [where[(h.chunk.source_id, h.highlight)] for h in answer.hits]  # a hit's sentence is a candidate's
         similarity = pool.vectors @ pool.vectors[marked].T  # (candidates, hits)
-        # Only sentences close enough to some hit are compared (each hit's own sentence among them, at 1.0).
-        near = np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY)
-        reading = {int(c): _reading(facts[c]) for c in near}
+        # Only sentences close enough to some hit are compared, and each hit's own sentence.
+        near = np.union1d(np.flatnonzero(similarity.max(axis=1) >= FIGURE_SIMILARITY), marked)
+        reading = {int(c): self._reading(facts[c].facts.marks, facts[c].names, facts[c].hedged) for c in near}
         names = sorted({n for r in reading.values() for n in r.anchors if not n.startswith("quote:")})
         rare = frozenset(n for n, idf in zip(names, index.lexical.idf(names)) if idf >= RARE_NAME_IDF) if names else frozenset()
 

@@ -123,7 +123,7 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     index_version: str = ""
     confidence: float = 0.0  # what `answered` thresholds
-    pool: PoolSentences | None = None  # the candidates' sentences (where corroboration looks)
+    pool: PoolSentences | None = field(default=None, compare=False, repr=False)  # the candidates' sentences (where corroboration looks)
 
 
 @dataclass(frozen=True)

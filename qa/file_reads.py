@@ -5,11 +5,12 @@ resident memory, although the page cache already holds it for all workers: at 1M
 serving on a Chroma server reached 3.6 GB, 2.8 GB of it mapped files, nearly all the index's
 (README, Performance).
 Read with `pread`, the same bytes come from the same shared page cache and a worker keeps only
-what a question copies out: a few hundred rows. A run of consecutive rows is one read.
+what a question copies out: a few hundred rows. Rows within `COALESCE_GAP` bytes of each other
+(a run of consecutive rows, a small index's scattered ones) are one read.
 
 Usage:
     >>> vectors = NpyRows(version_dir / "sentence_vectors.npy")
-    >>> vectors[[7, 8, 9, 3]] @ query            # two reads: rows 7-9, then row 3
+    >>> vectors[[7, 8, 9, 3, 90_000]] @ query    # two reads: rows 3-9, then row 90,000
     >>> text = FileBytes(version_dir / "sources.jsonl")[120:4_000]
 """
 from __future__ import annotations
@@ -46,8 +47,8 @@ class FileBytes:
         return self.read(start, stop - start)
 
     def read_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """The bytes of each (start, end) range, in the order asked. Ranges less than `COALESCE_GAP`
-        apart are read as one (a question's rows of a small index lie a few bytes apart: hundreds of
+        """The bytes of each (start, end) range, in the order asked. Ranges at most `COALESCE_GAP`
+        bytes apart are read as one (a question's rows of a small index lie a few bytes apart: hundreds of
         reads became a handful); the reads left are asked of the kernel together first (`prefetch`)."""
         if len(ranges) < 2:
             return [self.read(start, end - start) for start, end in ranges]
@@ -136,7 +137,7 @@ class NpyRows:
         rows = rows.astype(np.int64, copy=False).reshape(-1)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"a row is out of bounds for {len(self)} rows")
-        # One read per run of consecutive rows (a chunk's sentences lie together).
+        # A range per run of consecutive rows (a chunk's sentences lie together); close runs are one read.
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         starts = np.concatenate([[0], breaks]).tolist()
         ends = np.concatenate([breaks, [len(rows)]]).tolist()

@@ -18,7 +18,7 @@ Usage:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,8 @@ class Fitter:
                 and contains_answer(index.sources[index.chunks[pool.positions[c]].source_id].text[s:e], q.answers)
                 for c, (s, e) in zip(pool.row_chunk, pool.row_span)
             ], dtype=bool)
-            out.append(Example(q, pool, labels))
+            # Fitting reads the features: the sentences' vectors (about 0.5 MB a question) are not kept.
+            out.append(Example(q, replace(pool, sentences=None), labels))
         return out
 
     def fit(self, names: list[str]) -> RankerModel:

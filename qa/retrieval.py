@@ -75,7 +75,7 @@ class Candidates:
     bm25_order: list[int]
     chunk_facts: list[SentenceFacts]  # each passage's terms and facts (its sentences', without context)
     name_coverage: np.ndarray  # per passage: share of the question's names in it or its title and heading
-    sentences: PoolSentences  # the distinct sentences, for corroboration
+    sentences: PoolSentences | None  # the distinct sentences, for corroboration (None: dropped by `qa fit`)
 
     def question_row(self, row_scores: np.ndarray) -> np.ndarray:
         """The abstention model's input once rows are scored (QUESTION_FEATURES order): how the best
@@ -238,8 +238,8 @@ class Retriever:
             first.setdefault(r, i)
         take = list(first.values())
         source_of = [index.chunks.source_ids[s] for s in index.chunks.source_of[positions].tolist()] if positions else []
-        sentences = PoolSentences([source_of[row_chunk[i]] for i in take], [row_span[i] for i in take],
-                                  [row_facts[i] for i in take], row_matrix[take])
+        sentences = PoolSentences([source_of[row_chunk[i]] for i in take], [row_span[i] for i in take], [row_facts[i] for i in take],
+                                  row_matrix if len(take) == len(row_vectors) else row_matrix[take])
         return Candidates(positions, rc, row_span, features, question_features, (bool(asked), bool(type_bit)),
                           [slot[p] for p in dense], [slot[p] for p in lexical], passages, name_coverage, sentences)
 

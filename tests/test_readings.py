@@ -1,13 +1,16 @@
-"""Readings stored at build time (`qa.readings`): equal to what ranking reads from the text, all that
-corroboration needs (no source text read), and made again when the code that read them or a kept
-source's title changed."""
+"""Readings stored at build time (`qa.readings`): equal to what ranking reads from the text; the
+question's pool, which ranking read, all that corroboration needs (nothing read again); readings
+made again when the code that read them or a kept source's title changed."""
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from qa import readings
 from qa.config import Settings
 from qa.corroboration import Corroborator
 from qa.evaluation import load_questions
+from qa.file_reads import FileBytes, NpyRows
 from qa.indexing import VERSIONS, IndexBuilder, current_version, load_index
 from qa.passage_readings import PassageReadings
 from qa.retrieval import Retriever
@@ -66,14 +69,14 @@ def test_candidates_read_together_equal_each_read_alone_and_the_text(seed_index)
         index.close()
 
 
-def test_corroboration_reads_no_source_text_and_agrees_with_readings_from_text(seed_index, embedder, monkeypatch):
+def test_corroboration_reads_nothing_and_agrees_with_readings_from_text(seed_index, embedder, monkeypatch):
     index = load_index(seed_index)
     bare = load_index(seed_index)
     bare.readings = None  # read from the text
     stored, read = Retriever(embedder), Retriever(embedder)
 
-    def refuse(table, source_id):
-        raise AssertionError(f"corroboration read the text of {source_id}")
+    def refuse(*args, **kwargs):
+        raise AssertionError("corroboration read the index: the pool holds what it compares")
 
     def supports(answer):
         return [(h.chunk.id, h.corroborated_by, h.disputed_by) for h in answer.hits]
@@ -83,7 +86,8 @@ def test_corroboration_reads_no_source_text_and_agrees_with_readings_from_text(s
         for q in load_questions(ROOT / "eval" / "questions.jsonl")[:25]:
             ranked = stored.run(index, q.question, 10)
             with monkeypatch.context() as m:
-                m.setattr(SourceTable, "__getitem__", refuse)
+                for table, method in ((SourceTable, "__getitem__"), (NpyRows, "__getitem__"), (FileBytes, "read")):
+                    m.setattr(table, method, refuse)
                 ours = Corroborator().run(index, ranked, 5)  # the sentences ranking read
             theirs = Corroborator().run(bare, read.run(bare, q.question, 10), 5)
             assert supports(ours) == supports(theirs)
@@ -149,3 +153,25 @@ def test_a_version_naming_readings_it_lacks_is_read_from_the_text(tmp_path, sour
     index = load_index(settings)
     assert index.readings is not None
     index.close()
+
+
+def test_the_pool_holds_each_sentence_of_its_passages_once_with_its_stored_vector(seed_index, embedder):
+    index = load_index(seed_index)
+    try:
+        retriever = Retriever(embedder)
+        shared = 0
+        for q in load_questions(ROOT / "eval" / "questions.jsonl")[:10]:
+            pool = retriever.pool(index, q.question, embedder.encode_question(q.question), 40)
+            source_of = {}  # sentence row -> its passage's source, first passage first
+            for p, (lo, hi) in zip(pool.positions, index.chunk_rows[pool.positions].tolist()):
+                shared += sum(r in source_of for r in range(lo, hi))  # overlapping passages share sentences
+                for r in range(lo, hi):
+                    source_of.setdefault(r, index.chunks[p].source_id)
+            rows = list(source_of)
+            sentences = pool.sentences
+            assert sentences.sources == list(source_of.values())
+            assert sentences.spans == [tuple(span) for span in index.sentence_spans[rows].tolist()]
+            assert np.array_equal(sentences.vectors, index.sentence_vectors[rows].astype(np.float32))
+        assert shared  # the seeds' passages overlap by a sentence: the case the pool folds was met
+    finally:
+        index.close()
