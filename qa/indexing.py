@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from qa.chunk_table import ChunkTable
 from qa.chunking import ENCODING, SentenceChunker
+from qa.exact_search import ExactSearch
 from qa.config import Settings, SettingsError
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
@@ -125,6 +126,7 @@ class LoadedIndex:
     chunk_vectors: NpyRows  # float16
     lexical: LexicalIndex
     store: VectorStore
+    exact: ExactSearch | None  # a small version's chunk vectors in memory, searched instead of `store`
     readings: StoredReadings | None  # None: stored by other code than this (`qa.readings`), read from the text
     index_dir: Path | None = None  # set: the version is held in this process's lease until close()
     position: Mapping[str, int] = field(init=False)  # chunk id -> position in `chunks`
@@ -286,6 +288,7 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> Load
         chunk_vectors=arrays["chunk_vectors"],
         lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
         store=store,
+        exact=ExactSearch.of(arrays["chunk_vectors"]),
         readings=StoredReadings.open(version_dir, manifest),
         index_dir=settings.index_dir,
     )

@@ -1,6 +1,7 @@
 """Answer a question with ranked verbatim passages: pool, score, dedupe, highlight, abstain.
 
-Dense (Chroma over chunk vectors) and lexical (BM25) candidates are pooled. Every sentence of
+Dense (Chroma over chunk vectors; an exact scan for a small version, `qa.exact_search`) and
+lexical (BM25) candidates are pooled. Every sentence of
 every pooled passage is then described by signals that hold for any collection:
 - meaning: the passage's and the sentence's cosine similarity to the question, raw and as the
   gap to the best in the pool, and the dense rank;
@@ -150,9 +151,13 @@ class Retriever:
 
     def pool(self, index: LoadedIndex, question: str, query: np.ndarray, n: int, scope: Selection | None = None) -> Candidates:
         """The pooled candidates of both lists with every signal computed (also what `qa fit` learns from)."""
-        ids, _ = index.store.query(query, n, scope.where() if scope else None)
-        dense = [index.position[i] for i in ids if i in index.position]
-        lexical, lexical_scores = index.lexical.search(question, n, scope.mask(index.chunks) if scope else None)
+        mask = scope.mask(index.chunks) if scope else None
+        if index.exact is not None:
+            dense = index.exact.run(query, n, mask)
+        else:
+            ids, _ = index.store.query(query, n, scope.where() if scope else None)
+            dense = [index.position[i] for i in ids if i in index.position]
+        lexical, lexical_scores = index.lexical.search(question, n, mask)
         positions = list(dict.fromkeys(dense + lexical))
         slot = {p: i for i, p in enumerate(positions)}
         asks = read_question(question)

@@ -1,0 +1,50 @@
+"""A small version's dense candidates by exact scan: the nearest chunks, those of a filter, ties in
+position order; Chroma's own list for the same questions on the seeds; none above the size limit."""
+from pathlib import Path
+
+import numpy as np
+
+from qa.evaluation import load_questions
+from qa.exact_search import EXACT_MAX, ExactSearch
+from qa.file_reads import NpyRows
+from qa.indexing import load_index
+
+
+def _rows(tmp_path: Path, vectors: np.ndarray) -> NpyRows:
+    np.save(tmp_path / "v.npy", vectors)
+    return NpyRows(tmp_path / "v.npy")
+
+
+def test_the_nearest_chunks_of_a_filter_best_first_ties_in_position_order(tmp_path):
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((600, 24)).astype(np.float16)
+    vectors[[10, 300, 599]] = vectors[450]  # ties at every cut
+    search = ExactSearch.of(_rows(tmp_path, vectors))
+    mask = (rng.random(600) < 0.5).astype(np.float32)
+    mask[[10, 300, 450, 599]] = 1.0
+    scores = vectors.astype(np.float32) @ vectors[450].astype(np.float32)
+    for n in (1, 2, 3, 4, 40, 5000):
+        for inside in (None, mask):
+            allowed = np.arange(600) if inside is None else np.flatnonzero(inside)
+            expected = allowed[np.lexsort((allowed, -scores[allowed]))][:n].tolist()
+            assert search.run(vectors[450], n, inside) == expected
+    assert search.run(vectors[450], 3)[:3] == [10, 300, 450]
+    assert search.run(vectors[0], 10, np.zeros(600, np.float32)) == []
+
+
+def test_only_a_small_version_is_searched_in_memory(tmp_path):
+    assert ExactSearch.of(_rows(tmp_path, np.zeros((EXACT_MAX + 1, 2), np.float16))) is None
+    assert ExactSearch.of(_rows(tmp_path, np.zeros((EXACT_MAX, 2), np.float16))).matrix.shape == (EXACT_MAX, 2)
+
+
+def test_the_seeds_get_chromas_candidates(seed_index, embedder):
+    """On 57 chunks Chroma's HNSW graph finds the exact neighbours: both give the same list."""
+    index = load_index(seed_index)
+    try:
+        assert index.exact is not None
+        questions = [q.question for q in load_questions(Path("eval/questions.jsonl"))]
+        for question, vector in zip(questions, embedder.encode(questions)):
+            ids, _ = index.store.query(vector, 20)
+            assert index.exact.run(vector, 20) == [index.position[i] for i in ids], question
+    finally:
+        index.close()
