@@ -152,11 +152,7 @@ class Retriever:
     def pool(self, index: LoadedIndex, question: str, query: np.ndarray, n: int, scope: Selection | None = None) -> Candidates:
         """The pooled candidates of both lists with every signal computed (also what `qa fit` learns from)."""
         mask = scope.mask(index.chunks) if scope else None
-        if index.exact is not None:
-            dense = index.exact.run(query, n, mask)
-        else:
-            ids, _ = index.store.query(query, n, scope.where() if scope else None)
-            dense = [index.position[i] for i in ids if i in index.position]
+        dense = self.nearest(index, query, n, scope, mask)
         lexical, lexical_scores = index.lexical.search(question, n, mask)
         positions = list(dict.fromkeys(dense + lexical))
         slot = {p: i for i, p in enumerate(positions)}
@@ -247,6 +243,16 @@ class Retriever:
                                   row_matrix if len(take) == len(row_vectors) else row_matrix[take])
         return Candidates(positions, rc, row_span, features, question_features, (bool(asked), bool(type_bit)),
                           [slot[p] for p in dense], [slot[p] for p in lexical], passages, name_coverage, sentences)
+
+    @staticmethod
+    def nearest(index: LoadedIndex, query: np.ndarray, n: int, scope: Selection | None = None,
+                mask: np.ndarray | None = None) -> list[int]:
+        """Positions of the `n` chunks nearest to `query` (in `scope`, whose chunk `mask` may be given):
+        an exact scan of a small version, else Chroma's."""
+        if index.exact is not None:
+            return index.exact.run(query, n, scope.mask(index.chunks) if scope and mask is None else mask)
+        ids, _ = index.store.query(query, n, scope.where() if scope else None)
+        return [index.position[i] for i in ids if i in index.position]
 
     @property
     def ranker(self) -> RankerModel:

@@ -1,5 +1,6 @@
 """A small version's dense candidates by exact scan: the nearest chunks, those of a filter, ties in
 position order; Chroma's own list for the same questions on the seeds; none above the size limit."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,9 @@ import numpy as np
 from qa.evaluation import load_questions
 from qa.exact_search import EXACT_MAX, ExactSearch
 from qa.file_reads import NpyRows
+from qa.filters import Scope
 from qa.indexing import load_index
+from qa.retrieval import Retriever
 
 
 def _rows(tmp_path: Path, vectors: np.ndarray) -> NpyRows:
@@ -37,14 +40,20 @@ def test_only_a_small_version_is_searched_in_memory(tmp_path):
     assert ExactSearch.of(_rows(tmp_path, np.zeros((EXACT_MAX, 2), np.float16))).matrix.shape == (EXACT_MAX, 2)
 
 
-def test_the_seeds_get_chromas_candidates(seed_index, embedder):
-    """On 57 chunks Chroma's HNSW graph finds the exact neighbours: both give the same list."""
+def test_the_seeds_get_chromas_candidates_with_and_without_a_filter(seed_index, embedder):
+    """On 57 chunks Chroma's HNSW graph finds the exact neighbours: both give the same list, and
+    Chroma's metadata filter keeps what the scan's chunk mask keeps."""
     index = load_index(seed_index)
     try:
         assert index.exact is not None
+        on_chroma = replace(index, exact=None, index_dir=None)  # the same store and files, no scan
+        two = sorted(index.sources)[:2]
+        scope = Scope(sources=frozenset(two)).select(index.sources.metas)
         questions = [q.question for q in load_questions(Path("eval/questions.jsonl"))]
         for question, vector in zip(questions, embedder.encode(questions)):
-            ids, _ = index.store.query(vector, 20)
-            assert index.exact.run(vector, 20) == [index.position[i] for i in ids], question
+            for selection in (None, scope):
+                scanned = Retriever.nearest(index, vector, 20, selection)
+                assert scanned == Retriever.nearest(on_chroma, vector, 20, selection), question
+            assert {index.chunks[p].source_id for p in Retriever.nearest(index, vector, 20, scope)} <= set(two)
     finally:
         index.close()
