@@ -190,3 +190,11 @@ def app_client(settings, embedder):
 
     return create_app({"sources_dir": settings.sources_dir, "index_dir": settings.index_dir},
                       service=QAService(settings, embedder=embedder)).test_client()
+
+
+def on_chroma(index):
+    """The same loaded version with its dense side queried from its Chroma store, as a version above
+    `qa.exact_search.EXACT_MAX` chunks is; the store is the original's (close that one only)."""
+    from dataclasses import replace
+
+    return replace(index, exact=None, index_dir=None)

@@ -1,6 +1,5 @@
 """A small version's dense candidates by exact scan: the nearest chunks, those of a filter, ties in
 position order; Chroma's own list for the same questions on the seeds; none above the size limit."""
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from qa.file_reads import NpyRows
 from qa.filters import Scope
 from qa.indexing import load_index
 from qa.retrieval import Retriever
+from tests.conftest import on_chroma
 
 
 def _rows(tmp_path: Path, vectors: np.ndarray) -> NpyRows:
@@ -46,14 +46,14 @@ def test_the_seeds_get_chromas_candidates_with_and_without_a_filter(seed_index, 
     index = load_index(seed_index)
     try:
         assert index.exact is not None
-        on_chroma = replace(index, exact=None, index_dir=None)  # the same store and files, no scan
+        chroma = on_chroma(index)
         two = sorted(index.sources)[:2]
         scope = Scope(sources=frozenset(two)).select(index.sources.metas)
         questions = [q.question for q in load_questions(Path("eval/questions.jsonl"))]
         for question, vector in zip(questions, embedder.encode(questions)):
             for selection in (None, scope):
                 scanned = Retriever.nearest(index, vector, 20, selection)
-                assert scanned == Retriever.nearest(on_chroma, vector, 20, selection), question
+                assert scanned == Retriever.nearest(chroma, vector, 20, selection), question
             assert {index.chunks[p].source_id for p in Retriever.nearest(index, vector, 20, scope)} <= set(two)
     finally:
         index.close()

@@ -53,6 +53,7 @@ def test_chroma_server_killed_mid_load_then_restarted(chroma_server, sources_cop
         try:
             time.sleep(3)
             down = len(answers)
+            health = requests.get(server.base + "/api/health", timeout=60).json()
             chroma_server.start()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not (answers and answers[-1][0] == 200 and answers[-1][1]["index_version"] == second):
@@ -63,7 +64,10 @@ def test_chroma_server_killed_mid_load_then_restarted(chroma_server, sources_cop
                 t.join(timeout=60)
     codes = [code for code, _ in answers]
     assert set(codes) <= {200, 503}, {c: codes.count(c) for c in set(codes)}
-    assert 503 in codes[: down + 1]  # Chroma was down for these
+    # While Chroma was down the second version could not load, and health said why; the first went on
+    # answering (the dense side of a version this small is its own vectors in memory, not a query).
+    assert health["index_version"] == first and "Chroma server" in health["warning"], health
+    assert all(body["index_version"] == first for code, body in answers[:down] if code == 200)
     for code, body in answers:
         if code == 503:
             assert body["error"]["code"] == "index_unavailable" and ("Chroma" in body["error"]["message"] or "vector store" in body["error"]["message"])

@@ -13,7 +13,7 @@ import requests
 from qa.config import Settings
 from qa.indexing import BuildBusy, IndexBuilder, IndexUnavailable, current_version, load_index
 from qa.retrieval import Retriever
-from tests.conftest import QA, Server
+from tests.conftest import QA, Server, on_chroma
 
 EDITED = "003_897a613f67fec3ac"
 NEW_SENTENCE = "The treaty also foresees joint lunar mining research coordinated from Reykjavik."
@@ -47,9 +47,10 @@ def test_incremental_rebuild_embeds_only_what_changed(sources_copy, tmp_path, em
     assert sorted(stored) == sorted(c.id for c in edited_chunks)
     assert index.store.count() == len(index.chunks)
 
-    answer = Retriever(embedder).run(index, "Where is the lunar mining research coordinated from?", 3)
-    assert "Reykjavik" in answer.hits[0].chunk.text
-    assert not any("La Orchila" in h.chunk.text for h in Retriever(embedder).run(index, "La Orchila island drills", 10).hits)
+    for searched in (index, on_chroma(index)):  # the version's vectors, and its copy of the Chroma store
+        answer = Retriever(embedder).run(searched, "Where is the lunar mining research coordinated from?", 3)
+        assert "Reykjavik" in answer.hits[0].chunk.text
+        assert not any("La Orchila" in h.chunk.text for h in Retriever(embedder).run(searched, "La Orchila island drills", 10).hits)
 
     (sources_copy / "001_fb017212c236a2a6.txt").unlink()
     (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")

@@ -16,7 +16,7 @@ import pytest
 from qa.config import Settings
 from qa.indexing import IndexBuilder, current_version, load_index
 from qa.versions import current_manifest
-from tests.conftest import QA, SEEDS
+from tests.conftest import QA, SEEDS, on_chroma
 from tests.test_versions import build_here
 
 TOKEN = "s3cret-token"
@@ -265,10 +265,11 @@ def test_an_incremental_build_gives_what_a_full_build_of_the_same_folder_gives(s
                      "What did Ryabkov say about missiles?", "La Orchila island drills"]
         for question in questions:
             assert built.lexical.search(question, 20) == full.lexical.search(question, 20)
-            ours, theirs = (Retriever(embedder).run(index, question, 5) for index in (built, full))
-            assert [h.chunk.id for h in ours.hits] == [h.chunk.id for h in theirs.hits]
-            assert np.allclose([h.score for h in ours.hits], [h.score for h in theirs.hits], atol=1e-3)
-            assert [h.highlight for h in ours.hits] == [h.highlight for h in theirs.hits]
+            for searched in (lambda index: index, on_chroma):  # the versions' vectors, and their Chroma stores
+                ours, theirs = (Retriever(embedder).run(searched(index), question, 5) for index in (built, full))
+                assert [h.chunk.id for h in ours.hits] == [h.chunk.id for h in theirs.hits]
+                assert np.allclose([h.score for h in ours.hits], [h.score for h in theirs.hits], atol=1e-3)
+                assert [h.highlight for h in ours.hits] == [h.highlight for h in theirs.hits]
     finally:
         built.close()
         full.close()

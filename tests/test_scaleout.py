@@ -11,7 +11,7 @@ import chromadb
 import requests
 
 from qa.indexing import current_version
-from tests.conftest import QA, Server
+from tests.conftest import QA, Server, on_chroma
 from tests.test_lifecycle import EDITED, NEW_SENTENCE, _edit
 
 
@@ -86,9 +86,10 @@ def test_versions_share_one_collection_and_each_answers_from_its_own_records(chr
     new = load_index(settings)
     retriever = Retriever(embedder, mode="dense")
     question = "Where is the lunar mining research coordinated from?"
-    assert not any(NEW_SENTENCE in h.chunk.text for h in retriever.run(old, question, 5).hits)
-    assert NEW_SENTENCE in retriever.run(new, question, 1).hits[0].chunk.text
-    assert all(h.chunk.text == new.chunks[new.position[h.chunk.id]].text for h in retriever.run(new, "La Orchila drills", 20).hits)
+    assert not any(NEW_SENTENCE in h.chunk.text for h in retriever.run(on_chroma(old), question, 5).hits)
+    assert NEW_SENTENCE in retriever.run(on_chroma(new), question, 1).hits[0].chunk.text
+    assert all(h.chunk.text == new.chunks[new.position[h.chunk.id]].text
+               for h in retriever.run(on_chroma(new), "La Orchila drills", 20).hits)
     old.close()
 
     collection.add(ids=[f"{EDITED}#0@killed-build"], embeddings=[new.chunk_vectors[0].astype("float32")],
@@ -99,7 +100,7 @@ def test_versions_share_one_collection_and_each_answers_from_its_own_records(chr
     current = load_index(settings)
     try:
         assert collection.count() == len(current.chunks)
-        assert "Orinoco bridge" in retriever.run(current, "When did the Orinoco bridge open?", 1).hits[0].chunk.text
+        assert "Orinoco bridge" in retriever.run(on_chroma(current), "When did the Orinoco bridge open?", 1).hits[0].chunk.text
     finally:
         current.close()
 
@@ -127,7 +128,7 @@ def test_indexes_sharing_a_chroma_server_keep_their_own_records(chroma_server, s
     assert client.get_collection(collection_name(other)).count() == 1
     index = load_index(other)
     try:
-        assert "Orinoco bridge" in Retriever(embedder, mode="dense").run(index, "When did the bridge open?", 1).hits[0].chunk.text
+        assert "Orinoco bridge" in Retriever(embedder, mode="dense").run(on_chroma(index), "When did the bridge open?", 1).hits[0].chunk.text
     finally:
         index.close()
     current = load_index(seeds)

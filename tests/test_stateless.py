@@ -17,7 +17,7 @@ from qa.indexing import ARRAYS, IndexBuilder, current_version, load_index
 from qa.published import Publication
 from qa.retrieval import Retriever
 from qa.service import QAService
-from tests.conftest import QA, ROOT, Server
+from tests.conftest import QA, ROOT, Server, on_chroma
 from tests.test_lifecycle import EDITED, NEW_SENTENCE, _edit
 
 QUESTIONS = [json.loads(line)["question"] for line in open(ROOT / "eval" / "questions.jsonl", encoding="utf-8")][:12]
@@ -84,7 +84,7 @@ def test_the_version_a_stateless_worker_holds_outlives_two_rebuilds(chroma_serve
         (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
         IndexBuilder(build, embedder=embedder).run()
         assert held.version == first.version
-        hits = Retriever(embedder, mode="dense").run(held, question, 5).hits
+        hits = Retriever(embedder, mode="dense").run(on_chroma(held), question, 5).hits
         assert any("La Orchila" in h.chunk.text for h in hits)  # its own records, still on the server
     publication = Publication.of_index(build)
     assert first.version in publication.held()  # the worker still names it (its folder holds it)
