@@ -47,6 +47,7 @@ from qa.corroboration import Corroborator
 from qa.retrieval import Retriever
 
 CLIENTS = 8
+ROUNDS = 3  # throughput rounds, and rounds of its floor
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -190,6 +191,13 @@ def _throughput(base: str, questions: list[str], total: int) -> float:
     for t in threads:
         t.join()
     return total / (time.perf_counter() - started)
+
+
+def _median_rate(base: str, questions: list[str]) -> float:
+    """Questions/s, the median of ROUNDS rounds of 400. Each round's clients open new connections,
+    and how they fall on the workers (each keeps its connections) differs from round to round:
+    177 to 215 questions/s from one server of 2 workers on the seeds, in development runs."""
+    return float(np.median([_throughput(base, questions, 400) for _ in range(ROUNDS)]))
 
 
 class CachedEmbedder(Embedder):
@@ -366,16 +374,18 @@ class Bench:
                 floor.append((time.perf_counter() - started) * 1000)
             self.row("query latency p50 over loopback, ms", _percentile(served, 50), _percentile(floor, 50), "≤ 1.5× floor", "ms")
             self.row("query latency p95 over loopback, ms", _percentile(served, 95), _percentile(floor, 95), "≤ 3× floor", "ms")
-            rate = _throughput(server.base, questions, 400)
+            rate = _median_rate(server.base, questions)
             self.worker_floor = server.memory_mb()
         cores = len(os.sched_getaffinity(0))  # the cores this process may run on, not the machine's
         with _Served(settings.index_dir, workers=cores) as server:  # a worker per core: what `--workers` is for
             _throughput(server.base, questions, 40)  # every worker warm
-            rate_per_core = _throughput(server.base, questions, 400)
+            rate_per_core = _median_rate(server.base, questions)
         batch = questions * 4
-        started = time.perf_counter()
-        model.encode(batch, batch_size=32)
-        floor_rate = len(batch) / (time.perf_counter() - started)
+        floor_rate = 0.0
+        for _ in range(ROUNDS):  # the floor's best round against the service's median one
+            started = time.perf_counter()
+            model.encode(batch, batch_size=32)
+            floor_rate = max(floor_rate, len(batch) / (time.perf_counter() - started))
         self.row(f"throughput, {CLIENTS} concurrent clients, 1 worker, questions/s", rate, floor_rate, "≥ 0.6× floor", "q/s", higher_is_better=True)
         self.row(f"throughput, {CLIENTS} concurrent clients, a worker per core ({cores}), questions/s", rate_per_core, floor_rate, "≥ 0.6× floor", "q/s",
                  higher_is_better=True)
@@ -411,7 +421,7 @@ class Bench:
             for workers in (1, 2):
                 with _Served(settings.index_dir, workers=workers, env={"QA_CHROMA_URL": url}) as server:
                     _throughput(server.base, questions, 40)  # every worker warm
-                    rates[workers] = _throughput(server.base, questions, 400)
+                    rates[workers] = _median_rate(server.base, questions)
             self.row("Chroma server, 1 worker, 8 clients, questions/s", rates[1], None, "—", "q/s")
             self.row("Chroma server, 2 workers, 8 clients, questions/s", rates[2], rates[1], "—", "q/s", higher_is_better=True)
 
