@@ -1,10 +1,11 @@
 """A small version's dense candidates by exact scan of its chunk vectors, instead of a Chroma query.
 
-A Chroma query costs about 1.1 ms of CPU even on 57 vectors (its Rust bindings: the segment and
-its id mapping, whatever the size), which is a fifth of a small collection's ranking step. Up to
-`EXACT_MAX` chunks, one matrix product with the version's chunk vectors (held in float32: 15 MB
-at the limit) costs less than that (README, Performance) and returns the exact nearest chunks,
-where HNSW's are approximate. Larger versions query Chroma, whose cost grows far slower than N.
+A Chroma query costs at least about 1.1 ms of CPU, even on 57 vectors (in its Rust bindings),
+which was a fifth of a small collection's ranking step. Up to `EXACT_MAX` chunks, one matrix
+product with the version's chunk vectors (held in float32: 15 MB at the limit for 384
+dimensions) costs less (README, Performance: "Small versions scanned exactly") and returns the
+exact nearest chunks, where HNSW's are approximate. Larger versions query Chroma, whose cost grows
+far slower than N.
 
 Usage:
     >>> search = ExactSearch.of(index.chunk_vectors)  # None above EXACT_MAX chunks
@@ -32,20 +33,27 @@ class ExactSearch:
         """Read a version's chunk vectors into memory, if it has at most EXACT_MAX chunks."""
         if len(chunk_vectors) > EXACT_MAX:
             return None
-        return cls(np.ascontiguousarray(chunk_vectors[:], dtype=np.float32))
+        matrix = np.ascontiguousarray(chunk_vectors[:], dtype=np.float32)
+        matrix.flags.writeable = False  # shared by every request on the version
+        return cls(matrix)
 
     def run(self, query: np.ndarray, n: int, mask: np.ndarray | None = None) -> list[int]:
-        """Positions of the `n` chunks most similar to `query` (among those where `mask` is non-zero,
-        the BM25 weight mask of a filter), best first; ties in position order."""
-        scores = self.matrix @ np.asarray(query, dtype=np.float32)
-        candidates = np.flatnonzero(mask) if mask is not None else np.arange(len(scores))
-        n = min(n, len(candidates))
+        """Positions of the `n` chunks most similar to `query` (among those where `mask`, the BM25
+        weight mask of a filter, is non-zero), best first, ties in position order. A chunk whose
+        score is not a number is never returned."""
+        scores = self.matrix @ np.asarray(query, dtype=np.float32).reshape(-1)
+        keep = np.isfinite(scores)
+        if mask is not None:
+            if mask.shape != scores.shape:
+                raise ValueError(f"a mask of {mask.shape} for {len(scores)} chunks")
+            keep &= mask != 0
+        n = min(n, int(np.count_nonzero(keep)))
         if n <= 0:
             return []
-        if n < len(candidates):
-            # The n-th best score; of the chunks tied at it, the first positions (argpartition's
-            # choice among ties is arbitrary).
-            kth = scores[candidates[np.argpartition(-scores[candidates], n - 1)[n - 1]]]
-            above = candidates[scores[candidates] > kth]
-            candidates = np.concatenate([above, candidates[scores[candidates] == kth][: n - len(above)]])
-        return candidates[np.lexsort((candidates, -scores[candidates]))].tolist()
+        scores = np.where(keep, scores, -np.inf)
+        # The n-th best score, then of the chunks tied at it the first positions (a partition's
+        # choice among ties is arbitrary). It is finite, so no excluded chunk reaches it.
+        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        above = np.flatnonzero(scores > kth)
+        top = np.concatenate([above, np.flatnonzero(scores == kth)[: n - len(above)]])
+        return top[np.lexsort((top, -scores[top]))].tolist()

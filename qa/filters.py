@@ -2,8 +2,8 @@
 
 A filter is parsed and checked once (`parse_scope`, clear errors for bad input), then resolved
 against the loaded index into the set of source ids it admits (`Scope.select`). Retrieval applies
-that one set on both sides before ranking — Chroma's `where` on the chunk's `source_id` and a
-BM25 weight mask — so the dense and the lexical candidates can never disagree on what is inside,
+that one set on both sides before ranking — Chroma's `where` on the chunk's `source_id` (or, for
+a small version's exact scan, the same chunk mask as BM25's) and a BM25 weight mask — so the dense and the lexical candidates can never disagree on what is inside,
 and k results come back from inside the filter. Source metadata lives in the index's sources, not
 in Chroma, so no index format change is needed and a `sources.toml` edit applies on the next build.
 
@@ -85,7 +85,7 @@ class Selection:
         return {"source_id": {"$in": sorted(self.ids)}}
 
     def mask(self, chunks: ChunkTable) -> np.ndarray:
-        """BM25 weight mask over chunks (1.0 inside the filter): masked chunks score 0 and are never returned.
+        """Weight mask over chunks (1.0 inside the filter), for BM25 and the exact scan: masked chunks are never returned.
         Read per source, not per chunk: no chunk is built to be filtered."""
         inside = np.fromiter((sid in self.ids for sid in chunks.source_ids), dtype=np.float32, count=len(chunks.source_ids))
         return inside[chunks.source_of]

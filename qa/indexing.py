@@ -42,10 +42,10 @@ from tqdm import tqdm
 
 from qa.chunk_table import ChunkTable
 from qa.chunking import ENCODING, SentenceChunker
-from qa.exact_search import ExactSearch
 from qa.config import Settings, SettingsError
 from qa.data import Chunk, FileRecord, Kept, Problem, Source, SourceMeta
 from qa.embedding import SPACES, Embedder, ModelError, model_fingerprint
+from qa.exact_search import ExactSearch
 from qa.file_reads import NpyRows
 from qa.analysis import TermCounts, analysis_fingerprint
 from qa.lexical import LexicalIndex, scoring_fingerprint

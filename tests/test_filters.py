@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import QA, small_collection
+from tests.conftest import QA, on_chroma, small_collection
 
 ENACTED = "When did Maduro enact the treaty law?"
 TRIBUNE = "000_e482c1b658f3b19c"  # the best passage for ENACTED; the only seed from the Orinoco Tribune
@@ -66,10 +66,11 @@ def test_each_candidate_side_applies_the_filter_before_ranking(dated, embedder, 
     question = "How many vehicles a day cross the Lindqvist bridge?"
     selection = parse_scope(published_after="2024-03-01").select(index.sources.metas)
     assert selection.ids == {"middle", "late"} and selection.undated_excluded == 1
-    answer = Retriever(embedder, mode=mode).run(index, question, k=4, scope=selection)
-    assert {h.chunk.source_id for h in answer.hits} == {"middle", "late"}
-    everything = Retriever(embedder, mode=mode).run(index, question, k=4)
-    assert {h.chunk.source_id for h in everything.hits} >= {"early", "middle", "late"}
+    for searched in (index, on_chroma(index)):  # the exact scan's chunk mask, and Chroma's `where`
+        answer = Retriever(embedder, mode=mode).run(searched, question, k=4, scope=selection)
+        assert {h.chunk.source_id for h in answer.hits} == {"middle", "late"}
+        everything = Retriever(embedder, mode=mode).run(searched, question, k=4)
+        assert {h.chunk.source_id for h in everything.hits} >= {"early", "middle", "late"}
 
 
 BAD_FILTERS = [

@@ -14,6 +14,7 @@ from qa.config import Settings
 from qa.indexing import FORMAT, IndexBuilder, IndexUnavailable, current_version, load_index
 from qa.retrieval import Retriever
 from qa.versions import current_manifest, manifest_checksum
+from tests.conftest import on_chroma
 
 
 def test_vectors_are_float16_within_cosine_1e3_of_the_model_and_no_index_file_stays_mapped(seed_index, embedder):
@@ -104,7 +105,9 @@ def test_a_build_embeds_and_writes_a_slice_of_sources_at_a_time(seed_index, embe
         assert sliced.store.size == whole.store.size == len(whole.chunks)
         dense = Retriever(embedder, mode="dense")
         for question in ("When was the treaty signed?", "What does the treaty say about sanctions?"):
-            assert [h.chunk.id for h in dense.run(sliced, question).hits] == [h.chunk.id for h in dense.run(whole, question).hits]
+            for searched in (lambda index: index, on_chroma):  # the vectors, and the store they were added to
+                assert ([h.chunk.id for h in dense.run(searched(sliced), question).hits]
+                        == [h.chunk.id for h in dense.run(searched(whole), question).hits])
     finally:
         sliced.close()
         whole.close()

@@ -106,8 +106,8 @@ def test_sigkill_during_a_build_leaves_the_previous_version_serving(stage, seed_
 
     after = load_index(settings)  # verifies the manifest checksum and every file
     assert after.version == before.version
-    answer = Retriever(embedder).run(after, "When did Maduro enact the treaty law?", 1)
-    assert "October 7" in answer.hits[0].chunk.text
+    for searched in (after, on_chroma(after)):  # its vectors, and its Chroma store
+        assert "October 7" in Retriever(embedder).run(searched, "When did Maduro enact the treaty law?", 1).hits[0].chunk.text
 
     finish = subprocess.run([QA, "index", "--sources", str(seed_index.sources_dir), "--index", str(index_dir)],
                             capture_output=True, text=True, timeout=300)
