@@ -586,10 +586,10 @@ def format_bench(report: dict) -> str:
         lines.append(f"{r['figure']:<76}{r['value']:>10.2f}{floor:>10}{ratio:>8}  {r['target']}")
     if report["scale"]:
         lines.append("")
-        keys = list(report["scale"][0])
+        keys = list(dict.fromkeys(k for row in report["scale"] for k in row))  # server rows have no page-cache pass
         lines.append("".join(f"{k:>19}" for k in keys))
         for row in report["scale"]:
-            lines.append("".join(f"{row[k]:>19}" for k in keys))
+            lines.append("".join(f"{row.get(k, '—'):>19}" for k in keys))
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ It checks that every figure is measured and sits beside a positive floor, not ho
 import json
 import subprocess
 
+from qa.bench import format_bench
 from tests.conftest import QA, ROOT
 
 
@@ -32,3 +33,12 @@ def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
     assert scale["ranking_cold_p50_ms"] > 0 and scale["ranking_cached_p50_ms"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 5000
     assert "query latency p50" in result.stdout
+
+
+def test_the_scale_table_prints_rows_of_both_modes():
+    """Embedded rows carry the in-process page-cache pass, server rows do not: one table holds both."""
+    report = {"machine": {"cores": 2, "torch_threads": 2, "device": "cpu", "backend": "onnx"}, "rows": [],
+              "scale": [{"mode": "embedded", "chunks": 1041, "ranking_cold_p50_ms": 5.0},
+                        {"mode": "server", "chunks": 1041}]}
+    table = format_bench(report).splitlines()
+    assert "ranking_cold_p50_ms" in table[-3] and table[-1].split() == ["server", "1041", "—"]
