@@ -2,9 +2,10 @@
 
 A filter is parsed and checked once (`parse_scope`, clear errors for bad input), then resolved
 against the loaded index into the set of source ids it admits (`Scope.select`). Retrieval applies
-that one set on both sides before ranking — Chroma's `where` on the chunk's `source_id` (or, for
-a small version's exact scan, the same chunk mask as BM25's) and a BM25 weight mask — so the dense and the lexical candidates can never disagree on what is inside,
-and k results come back from inside the filter. Source metadata lives in the index's sources, not
+that one set on both sides before ranking — Chroma's `where` on the chunk's `source_id` (a small
+version's exact scan takes the chunk mask instead) and a BM25 weight mask — so the dense and the
+lexical candidates can never disagree on what is inside, and k results come back from inside the
+filter. Source metadata lives in the index's sources, not
 in Chroma, so no index format change is needed and a `sources.toml` edit applies on the next build.
 
 Dates are inclusive ISO dates (`YYYY-MM-DD`); a source whose `published` does not start with one
