@@ -87,8 +87,8 @@ def _collect_closed() -> None:
 
 def _close(replaced: LoadedIndex) -> None:
     """Close a version no request holds any more, and return what it held (its Chroma index, the
-    largest part of a large version's memory in a worker) to the system: else the worker keeps the old version's
-    memory beside the new one's. The collection and the trim run in a thread of their own, not in
+    largest part of a large version's memory in a worker) to the system: else the worker keeps the
+    old version's memory beside the new one's. The collection and the trim run in a thread of their own, not in
     the request that closed the version: the trim (0.23-0.29 s after a 1M-chunk version) beside the
     requests, the collection holding the interpreter lock once (55-60 ms at 1M chunks)."""
     replaced.close()
@@ -173,7 +173,8 @@ class QAService:
         try:
             wanted = self.follower.wanted()
             unpublished = f"no version of index {self.settings.chroma_index} is published on {self.settings.chroma_url} yet"
-        except StoreError as err:  # the copy it has answers if it can (above EXACT_MAX chunks its dense side needs the server: else a 503)
+        except StoreError as err:  # the copy it has answers if it can (above EXACT_MAX chunks its dense
+            # side needs the server: else a 503)
             wanted, unpublished = current_version(self.settings.index_dir), str(err)
             self._error = self._follow_error = unpublished
             return wanted
