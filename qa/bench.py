@@ -320,11 +320,11 @@ class Bench:
         single, batch = {}, {}
         for _ in range(2):  # alternated, so another process's load falls on each runtime alike
             for backend, runtime in runtimes.items():
-                runtime.encode(questions[:4])
+                runtime.encode_questions(questions[:4])
                 times = []
                 for q in questions:
                     started = time.perf_counter()
-                    runtime.encode([q])
+                    runtime.encode_questions([q])
                     times.append((time.perf_counter() - started) * 1000)
                 single.setdefault(backend, []).extend(times)
                 started = time.perf_counter()

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 MIN_CHUNK_TOKENS = 16  # below this a sentence cannot fit, and 0 never advanced
 MAX_CHUNK_TOKENS = 8192
 MAX_OVERLAP_SENTENCES = 16
-BACKENDS = ("torch", "onnx", "onnx-int8")  # the encoder's runtime; see qa/embedding.py
+BACKENDS = ("torch", "onnx", "onnx-w8", "onnx-int8")  # the encoder's runtime; see qa/embedding.py
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "citation-qa"
 
@@ -49,7 +49,7 @@ class Settings:
     chroma_index: str | None = None
     admin_token: str | None = None  # set: POST /api/index is enabled
     port: int = 8000
-    backend: str = "onnx"  # encoder runtime, one of BACKENDS: onnx gives torch's vectors faster (README, Performance)
+    backend: str = "onnx-w8"  # encoder runtime, one of BACKENDS: torch's vectors faster (README, Encoder runtimes)
     device: str = "auto"  # auto: CUDA when torch sees one, else the CPU
     cache_dir: Path = DEFAULT_CACHE_DIR  # the ONNX exports of the model
     # Threads the encoder uses in each process; 0: the runtime's own choice, one per core (and `qa serve

@@ -1,15 +1,18 @@
-"""Sentence embeddings, loaded from local files only, on one of three runtimes (`QA_BACKEND`):
+"""Sentence embeddings, loaded from local files only, on one of four runtimes (`QA_BACKEND`):
 
 - `torch`: sentence-transformers on PyTorch, on the CPU or a CUDA GPU (`QA_DEVICE`; fp16 and larger
   batches on a GPU);
 - `onnx`: the same model exported to ONNX Runtime (`qa.onnx_encoder`), CPU only: the same vectors
   (cosine ≥ 0.99 to PyTorch's, checked at export; 1.0000 measured), faster per question, no torch
   import to answer;
-- `onnx-int8`: that export with int8 weights: vectors at cosine 0.97–0.995 to PyTorch's, not the same.
+- `onnx-w8` (the default): passages on that export, questions on its 8-bit-weight variant, which
+  encodes a short question faster (a question's encode waits on reading the weights) at cosine ≥ 0.998
+  to PyTorch's: `qa eval --all` moved by at most 0.0088 against `onnx` (README, Encoder runtimes);
+- `onnx-int8`: the export with int8 weights: vectors at cosine 0.97–0.995 to PyTorch's, not the same.
 
 Vectors are L2-normalised float32, so a dot product is the cosine similarity. `space` names which
-vectors may be compared with which: torch and onnx share one, so an index embedded with either is
-queried with either; onnx-int8 has its own, and an index is refused by a server of another space.
+vectors may be compared with which: torch, onnx and onnx-w8 share one, so an index embedded with
+any of them is queried with any; onnx-int8 has its own, and an index is refused by a server of another space.
 
 Usage:
     >>> embedder = Embedder.for_settings(settings)
@@ -32,7 +35,9 @@ from qa.config import DEFAULT_CACHE_DIR
 
 
 # Backends whose vectors are interchangeable share a space (recorded in each index's manifest).
-SPACES = {"torch": "fp32", "onnx": "fp32", "onnx-int8": "int8"}
+SPACES = {"torch": "fp32", "onnx": "fp32", "onnx-w8": "fp32", "onnx-int8": "int8"}
+# The ONNX export (`qa.onnx_encoder`) each backend encodes passages and questions with.
+EXPORTS = {"onnx": ("fp32", "fp32"), "onnx-w8": ("fp32", "w8"), "onnx-int8": ("int8", "int8")}
 GPU_BATCH = 256  # a GPU is idle between small batches; the CPU gains nothing above 64
 
 
@@ -65,6 +70,7 @@ class Embedder:
     max_batch: int = 32
     threads: int = 0  # the runtime's threads in this process; 0: its default (one per core)
     _model: object = field(default=None, init=False, repr=False)
+    _question_model: object = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _questions: queue.SimpleQueue | None = field(default=None, init=False, repr=False)
     _batcher_pid: int = field(default=0, init=False, repr=False)
@@ -80,17 +86,35 @@ class Embedder:
 
     @property
     def model(self):
-        """A SentenceTransformer (torch) or an OnnxEncoder. Loaded on first use: importing torch and
-        reading weights is most of a cold start."""
+        """What encodes passages: a SentenceTransformer (torch) or an OnnxEncoder. Loaded on first use:
+        importing torch and reading weights is most of a cold start."""
         with self._lock:
             if self._model is None:
-                fingerprint = model_fingerprint(self.model_path)  # a clear error for a missing folder
-                try:
-                    self._model = self._load_onnx(fingerprint) if self.backend != "torch" else self._load_torch()
-                except (OSError, ValueError, RuntimeError) as err:
-                    raise ModelError(f"cannot load the embedding model from {self.model_path} "
-                                     f"({self.backend}): {err}") from err
+                self._model = self._load(EXPORTS[self.backend][0] if self.backend in EXPORTS else None)
             return self._model
+
+    @property
+    def question_model(self):
+        """What encodes questions: the passages' model, except where the backend names another export
+        (a worker that only answers loads this one alone)."""
+        if not self._questions_apart:
+            return self.model
+        with self._lock:
+            if self._question_model is None:
+                self._question_model = self._load(EXPORTS[self.backend][1])
+            return self._question_model
+
+    @property
+    def _questions_apart(self) -> bool:
+        return self.backend in EXPORTS and EXPORTS[self.backend][0] != EXPORTS[self.backend][1]
+
+    def _load(self, weights: str | None):
+        """The torch model (`weights` None) or the ONNX export with these weights."""
+        fingerprint = model_fingerprint(self.model_path)  # a clear error for a missing folder
+        try:
+            return self._load_torch() if weights is None else self._load_onnx(fingerprint, weights)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelError(f"cannot load the embedding model from {self.model_path} ({self.backend}): {err}") from err
 
     def _load_torch(self):
         import torch
@@ -106,13 +130,15 @@ class Embedder:
             self.batch_size = max(self.batch_size, GPU_BATCH)
         return model
 
-    def _load_onnx(self, fingerprint: str):
+    def _load_onnx(self, fingerprint: str, weights: str):
         from qa.onnx_encoder import OnnxEncoder, OnnxExportError
 
         self.device = "cpu"
-        folder = Path(self.cache_dir) / "onnx" / f"{fingerprint}-{self.backend}"
+        # fp32 keeps the folder name it had before the variants: exports already made stay in use.
+        variant = {"fp32": "onnx", "int8": "onnx-int8", "w8": "onnx-w8"}[weights]
+        folder = Path(self.cache_dir) / "onnx" / f"{fingerprint}-{variant}"
         try:
-            return OnnxEncoder.load(self.model_path, folder, int8=self.backend == "onnx-int8", threads=self.threads)
+            return OnnxEncoder.load(self.model_path, folder, weights, threads=self.threads)
         except OnnxExportError as err:
             raise ModelError(str(err)) from err
 
@@ -129,6 +155,14 @@ class Embedder:
             return model.encode(texts, self.batch_size)
         vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_questions(self, texts: list[str]) -> np.ndarray:
+        """Questions' vectors, in one call: `encode` on the backend's question model."""
+        if not self._questions_apart:
+            return self.encode(texts)
+        if not texts:
+            return np.zeros((0, self.question_model.dimension), dtype=np.float32)
+        return self.question_model.encode(texts, self.batch_size)
 
     def encode_question(self, text: str) -> np.ndarray:
         """One question's vector. Questions asked at the same moment from several threads are encoded
@@ -155,7 +189,7 @@ class Embedder:
                 except queue.Empty:
                     break
             try:
-                vectors = self.encode([slot["text"] for slot in batch])
+                vectors = self.encode_questions([slot["text"] for slot in batch])
             except Exception as err:  # handed to every waiting caller; the thread lives on
                 for slot in batch:
                     slot["error"] = err

@@ -343,7 +343,7 @@ class Evaluator:
     def outcomes(self, questions: list[Question], index: LoadedIndex) -> dict[str, list[Outcome]]:
         """Every configuration's outcome for every question, on one loaded index."""
         embedder = self.embedder or Embedder.for_settings(self.settings)
-        embedder.encode(["warm up"])  # the model load is not a question's latency
+        embedder.encode_questions(["warm up"])  # the model load is not a question's latency
         model = self.model or RankerModel.load()
         outcomes = {}
         for config in self.configs:

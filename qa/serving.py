@@ -35,7 +35,7 @@ class _Gunicorn(BaseApplication):
         started = time.monotonic()
         index = threading.Thread(target=service.health, name="qa-load-index", daemon=True)
         index.start()
-        service.embedder.encode(["warm up"])
+        service.embedder.encode_questions(["warm up"])  # a worker encodes questions only
         index.join(timeout=max(0.0, LOAD_JOIN_SECONDS - (time.monotonic() - started)))
         return app
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import subprocess
 import sys
 
@@ -56,7 +57,7 @@ def test_onnx_export_is_made_once_from_the_bundled_weights_and_matches_torch(bac
     assert np.min(np.sum(vectors * reference, axis=1)) >= floor
     (folder,) = (p for p in (tmp_path / "onnx").iterdir() if not p.name.startswith("."))  # beside it: the export's lock
     meta = json.loads((folder / META_FILE).read_text())
-    assert meta["min_cosine_vs_torch"] >= floor and meta["int8"] == (backend == "onnx-int8")
+    assert meta["min_cosine_vs_torch"] >= floor and meta["weights"] == {"onnx": "fp32", "onnx-int8": "int8"}[backend]
     exported = (folder / "model.onnx").stat().st_mtime_ns
     again = Embedder(torch_embedder.model_path, backend=backend, cache_dir=tmp_path)
     # Batched with other texts or not: fp32 gives the same vectors; int8 quantizes activations per batch, so not quite.
@@ -64,10 +65,41 @@ def test_onnx_export_is_made_once_from_the_bundled_weights_and_matches_torch(bac
     assert (folder / "model.onnx").stat().st_mtime_ns == exported
 
 
+@pytest.fixture(scope="module")
+def w8_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("w8-cache")
+
+
+def test_onnx_w8_embeds_passages_as_onnx_does_and_questions_with_8_bit_weights(torch_embedder, w8_cache):
+    import onnx
+
+    w8 = Embedder(torch_embedder.model_path, backend="onnx-w8", cache_dir=w8_cache)
+    reference = torch_embedder.encode(TEXTS)
+    assert np.min(np.sum(w8.encode(TEXTS) * reference, axis=1)) >= 0.9999  # passages: the fp32 export
+    questions = w8.encode_questions(TEXTS)
+    cosines = np.sum(questions * reference, axis=1)
+    assert questions.dtype == np.float32 and np.allclose(np.linalg.norm(questions, axis=1), 1, atol=1e-3)
+    assert cosines.min() >= 0.998 and cosines.min() < 0.99999  # close to torch's, yet another model's vectors
+    assert np.allclose(w8.encode_question(TEXTS[0]), questions[0], atol=1e-5)  # the batcher asks the same model
+    folders = {p.name.rsplit("-", 1)[-1]: p for p in (w8_cache / "onnx").iterdir() if not p.name.startswith(".")}
+    assert sorted(folders) == ["onnx", "w8"]
+    assert json.loads((folders["w8"] / META_FILE).read_text())["weights"] == "w8"
+    ops = {name: Counter(node.op_type for node in onnx.load(str(folders[name] / "model.onnx")).graph.node) for name in folders}
+    # Every weight matrix quantized (6 layers: query, key, value, output, 2 feed-forward); attention's own products stay.
+    assert ops["w8"]["MatMulNBits"] == ops["onnx"]["MatMul"] - ops["w8"]["MatMul"] == 36
+    assert w8.space == torch_embedder.space  # it queries an index embedded by torch or onnx
+
+
+def test_a_worker_on_onnx_w8_loads_only_the_question_model(torch_embedder, w8_cache):
+    w8 = Embedder(torch_embedder.model_path, backend="onnx-w8", cache_dir=w8_cache)
+    w8.encode_question("When was the treaty signed?")
+    assert w8._question_model is not None and w8._model is None
+
+
 def test_an_index_is_queried_by_a_backend_of_its_vector_space_and_refused_by_another(seed_index, embedder):
     built_with = embedder.backend
-    other_fp32 = {"torch": "onnx", "onnx": "torch"}[built_with]
-    load_index(Settings.from_env({"index_dir": seed_index.index_dir, "backend": other_fp32})).close()  # the same vectors
+    for other_fp32 in {"torch", "onnx", "onnx-w8"} - {built_with}:  # the same vectors
+        load_index(Settings.from_env({"index_dir": seed_index.index_dir, "backend": other_fp32})).close()
     int8 = Settings.from_env({"index_dir": seed_index.index_dir, "backend": "onnx-int8"})
     with pytest.raises(IndexUnavailable, match=f"QA_BACKEND={built_with}.*QA_BACKEND=onnx-int8.*qa index --full"):
         load_index(int8)
@@ -87,7 +119,7 @@ def test_a_worker_answers_without_importing_torch_or_the_document_readers(seed_i
     """Cold start: what a request does not need is imported only when a build or an upload needs it."""
     if embedder.backend == "torch":
         pytest.skip("QA_BACKEND=torch answers with torch")
-    embedder.encode(["exported"])  # the export (which needs torch) is made once per machine, not per worker
+    embedder.encode_questions(["exported"])  # the export (which needs torch) is made once per machine, not per worker
     script = (f"import sys; from qa.app import create_app; app = create_app({{'index_dir': {str(seed_index.index_dir)!r}}}); "
               "assert app.extensions['qa'].ask('When did Maduro enact the treaty law?', 1)['results']; "
               "print(sorted(m for m in ('torch', 'sentence_transformers', 'qa.sources', 'ftfy', 'trafilatura') if m in sys.modules))")
