@@ -395,7 +395,7 @@ class Bench:
         alone. The difference is what reading, scoring, deduping and highlighting cost per question."""
         index = load_index(settings)
         questions = [q.question for q in load_questions(Path("eval/questions.jsonl"))]
-        vectors = embedder.encode(questions)
+        vectors = embedder.encode_questions(questions)
         retriever = Retriever(embedder)
         ranked, lookups = [], []
         for _ in range(3):
@@ -491,7 +491,7 @@ class Bench:
         index = load_index(settings)
         try:
             questions = [q.question for q in gold]
-            vectors = embedder.encode(questions)
+            vectors = embedder.encode_questions(questions)
             passes = {}
             for name in ("cold", "cached"):
                 if name == "cold":

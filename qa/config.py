@@ -49,7 +49,7 @@ class Settings:
     chroma_index: str | None = None
     admin_token: str | None = None  # set: POST /api/index is enabled
     port: int = 8000
-    backend: str = "onnx-w8"  # encoder runtime, one of BACKENDS: torch's vectors faster (README, Encoder runtimes)
+    backend: str = "onnx-w8"  # encoder runtime, one of BACKENDS: torch's passage vectors, questions faster (README, Encoder runtimes)
     device: str = "auto"  # auto: CUDA when torch sees one, else the CPU
     cache_dir: Path = DEFAULT_CACHE_DIR  # the ONNX exports of the model
     # Threads the encoder uses in each process; 0: the runtime's own choice, one per core (and `qa serve

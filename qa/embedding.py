@@ -16,8 +16,10 @@ any of them is queried with any; onnx-int8 has its own, and an index is refused 
 
 Usage:
     >>> embedder = Embedder.for_settings(settings)
-    >>> embedder.encode(["When was the treaty signed?"]).shape
+    >>> embedder.encode(["The treaty was signed in Moscow."]).shape     # passages
     (1, 384)
+    >>> embedder.encode_question("When was the treaty signed?").shape    # a question
+    (384,)
 """
 from __future__ import annotations
 
@@ -113,7 +115,7 @@ class Embedder:
         fingerprint = model_fingerprint(self.model_path)  # a clear error for a missing folder
         try:
             return self._load_torch() if weights is None else self._load_onnx(fingerprint, weights)
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError, ImportError) as err:
             raise ModelError(f"cannot load the embedding model from {self.model_path} ({self.backend}): {err}") from err
 
     def _load_torch(self):
@@ -135,10 +137,10 @@ class Embedder:
 
         self.device = "cpu"
         # fp32 keeps the folder name it had before the variants: exports already made stay in use.
-        variant = {"fp32": "onnx", "int8": "onnx-int8", "w8": "onnx-w8"}[weights]
-        folder = Path(self.cache_dir) / "onnx" / f"{fingerprint}-{variant}"
+        folder = {w: Path(self.cache_dir) / "onnx" / f"{fingerprint}-{variant}"
+                  for w, variant in (("fp32", "onnx"), ("int8", "onnx-int8"), ("w8", "onnx-w8"))}
         try:
-            return OnnxEncoder.load(self.model_path, folder, weights, threads=self.threads)
+            return OnnxEncoder.load(self.model_path, folder[weights], weights, threads=self.threads, fp32_folder=folder["fp32"])
         except OnnxExportError as err:
             raise ModelError(str(err)) from err
 

@@ -3,20 +3,23 @@ without torch (tokenizers + onnxruntime), which is faster per question and start
 
 sentence-transformers' own `backend="onnx"` needs optimum-onnx, whose releases require
 transformers < 4.58 while sentence-transformers 6 requires transformers ≥ 5: they cannot be
-installed together. So the export is done here with `torch.onnx.export` of the transformer with the
-model's mean pooling and normalisation inside the graph. Two quantized variants of that export:
+installed together. So the `fp32` export is done here with `torch.onnx.export` of the transformer
+with the model's mean pooling and normalisation inside the graph. Two variants are quantized from
+that export (no torch needed, so a server worker can make one):
 - `int8`: ONNX Runtime's dynamic quantization (int8 weights per channel, MatMul only): cosine
   0.97–0.995 to PyTorch's on the probes, the fastest;
-- `w8`: 8-bit weights in blocks of 32 (ONNX Runtime's MatMulNBits, accuracy level 4): about a quarter of
-  the fp32 weights' memory traffic, which is what a short question's encode waits for, at cosine
-  ≥ 0.998 to PyTorch's (0.9990 on the one-letter probe, ≥ 0.9995 on the eval questions).
+- `w8`: 8-bit weights in blocks of 32 (ONNX Runtime's MatMulNBits, accuracy level 4): about a
+  quarter of the fp32 weight matrices' memory traffic, which is what a short question's encode
+  waits for, at cosine ≥ 0.998 to PyTorch's (0.9990 on the one-letter probe, ≥ 0.9995 on the eval
+  questions, on this machine).
 
-The export goes to `<cache>/<model fingerprint>-<variant>/` (written to a temporary folder, then
-renamed; a file lock lets one process export while the others wait). `meta.json` beside the
-model records the tokenizer's length limit and how close its vectors came to PyTorch's.
+Each export goes to its own folder (written to a temporary folder, then renamed; a file lock lets
+one process export while the others wait). `meta.json` beside the model records the tokenizer's
+length limit and how close its vectors came to PyTorch's (fp32) or to the fp32 export's; an
+export below `MIN_COSINE` is refused.
 
 Usage:
-    >>> encoder = OnnxEncoder.load(model_path, cache_dir / "onnx", weights="fp32")
+    >>> encoder = OnnxEncoder.load(model_path, cache / "w8", weights="w8", fp32_folder=cache / "fp32")
     >>> encoder.encode(["When was the treaty signed?"]).shape
     (1, 384)
 """
@@ -34,6 +37,8 @@ import numpy as np
 from filelock import FileLock
 
 Weights = Literal["fp32", "int8", "w8"]
+# Below these an export is refused. w8 measured 0.9990 here; int8 kernels differ between CPUs.
+MIN_COSINE = {"fp32": 0.99, "w8": 0.99, "int8": 0.95}
 MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
 # Export is checked on these: questions, a long passage cut by the length limit, odd text.
@@ -50,8 +55,37 @@ class OnnxExportError(Exception):
     """The model cannot be exported or run on ONNX Runtime; the message says why."""
 
 
-def _export(model_path: str, folder: Path, weights: Weights) -> None:
-    """Export the sentence-transformers model at `model_path` into `folder` (which must not exist)."""
+def _export(model_path: str, folder: Path, weights: Weights, fp32_folder: Path) -> None:
+    """Make the export in `folder` (which must not exist): fp32 from the PyTorch weights, a quantized
+    variant from the fp32 export in `fp32_folder`. A failure leaves no partial folder behind."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if weights == "fp32":
+            meta, reference = _export_fp32(model_path, tmp)
+            against = "torch"
+        else:
+            shutil.copy(fp32_folder / MODEL_FILE, tmp / MODEL_FILE)
+            _quantize(tmp / MODEL_FILE, weights)
+            meta = {**json.loads((fp32_folder / META_FILE).read_text()), "weights": weights}
+            reference = OnnxEncoder.open(model_path, fp32_folder).encode(list(PROBES))
+            against = "fp32_export"
+        (tmp / META_FILE).write_text(json.dumps(meta))
+        cosine = round(float(np.min(np.sum(reference * OnnxEncoder.open(model_path, tmp).encode(list(PROBES)), axis=1))), 5)
+        if cosine < MIN_COSINE[weights]:
+            raise OnnxExportError(f"the {weights} export's vectors reach only cosine {cosine} to "
+                                  f"{'PyTorch' if against == 'torch' else 'the fp32 export'}'s "
+                                  f"(at least {MIN_COSINE[weights]} is needed) on this machine; set QA_BACKEND=onnx or torch")
+        (tmp / META_FILE).write_text(json.dumps({**meta, f"min_cosine_vs_{against}": cosine}))
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _export_fp32(model_path: str, tmp: Path) -> tuple[dict, np.ndarray]:
+    """The transformer and its pooling as one ONNX graph in `tmp`; its meta and PyTorch's vectors of the probes."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -77,9 +111,6 @@ def _export(model_path: str, folder: Path, weights: Weights) -> None:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
 
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     sample = model.tokenizer(list(PROBES[:2]), padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad(), warnings.catch_warnings():
@@ -88,23 +119,15 @@ def _export(model_path: str, folder: Path, weights: Weights) -> None:
                           input_names=names, output_names=["sentence_embedding"],
                           dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "sentence_embedding": {0: "batch"}},
                           opset_version=17, dynamo=False)
-    if weights != "fp32":
-        _quantize(tmp / MODEL_FILE, weights)
     meta = {"max_seq_length": int(model.max_seq_length), "dimension": int(model.get_embedding_dimension()),
-            "weights": weights, "torch": torch.__version__}
-    (tmp / META_FILE).write_text(json.dumps(meta))
-    reference = model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True)
-    exported = OnnxEncoder.open(model_path, tmp).encode(list(PROBES))
-    meta["min_cosine_vs_torch"] = round(float(np.min(np.sum(reference * exported, axis=1))), 5)
-    (tmp / META_FILE).write_text(json.dumps(meta))
-    tmp.rename(folder)
+            "weights": "fp32", "torch": torch.__version__}
+    return meta, model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True)
 
 
 def _quantize(path: Path, weights: Weights) -> None:
     """Rewrite the fp32 model at `path` with `weights`."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantized = path.with_name("quantized.onnx")
     logging.disable(logging.WARNING)  # the quantizers' progress, and advice to pre-process that applies to image models
@@ -112,10 +135,19 @@ def _quantize(path: Path, weights: Weights) -> None:
         if weights == "int8":
             quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
         else:
+            try:  # ONNX Runtime ≥ 1.22 with onnx-ir (pyproject.toml)
+                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+            except ImportError as err:
+                raise OnnxExportError(f"the w8 export needs ONNX Runtime's MatMulNBits quantizer ({err}); set QA_BACKEND=onnx") from err
             # Accuracy level 4 multiplies in int8: levels 0-1 (fp32 activations) took 20 ms a question here, not 4.
             quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
             quantizer.process()
             quantizer.model.save_model_to_file(str(quantized), False)
+    except OnnxExportError:
+        raise
+    except Exception as err:  # the quantizers' own errors are of many kinds
+        raise OnnxExportError(f"quantizing the ONNX export to {weights} failed ({type(err).__name__}: {err}); "
+                              "set QA_BACKEND=onnx") from err
     finally:
         logging.disable(logging.NOTSET)
     quantized.replace(path)
@@ -131,35 +163,51 @@ class OnnxEncoder:
     meta: dict
 
     @classmethod
-    def load(cls, model_path: str, folder: Path, weights: Weights = "fp32", threads: int = 0) -> "OnnxEncoder":
-        """Open the export in `folder`, making it first if it is not there yet; `threads`: ONNX Runtime's
-        intra-op threads (0: its default, one per core)."""
+    def load(cls, model_path: str, folder: Path, weights: Weights = "fp32", threads: int = 0,
+             fp32_folder: Path | None = None) -> "OnnxEncoder":
+        """Open the export in `folder`, making it first if it is not there yet (a quantized one from
+        the fp32 export in `fp32_folder`, made first if need be); `threads`: ONNX Runtime's intra-op
+        threads (0: its default, one per core)."""
+        if weights != "fp32":
+            if fp32_folder is None:
+                raise ValueError(f"a {weights} export is made from the fp32 one: pass fp32_folder")
+            cls._ensure(model_path, fp32_folder, "fp32", fp32_folder)
+        cls._ensure(model_path, folder, weights, fp32_folder or folder)
+        return cls.open(model_path, folder, threads)
+
+    @staticmethod
+    def _ensure(model_path: str, folder: Path, weights: Weights, fp32_folder: Path) -> None:
         if not (folder / META_FILE).is_file():
             folder.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(folder.with_name(f".{folder.name}.lock"))):
                 if not (folder / META_FILE).is_file():
-                    _export(model_path, folder, weights)
-        return cls.open(model_path, folder, threads)
+                    _export(model_path, folder, weights, fp32_folder)
 
     @classmethod
     def open(cls, model_path: str, folder: Path, threads: int = 0) -> "OnnxEncoder":
+        """The export in `folder`; one that cannot be read (a damaged file) raises OnnxExportError naming it."""
         import onnxruntime
         from tokenizers import Tokenizer
 
-        meta = json.loads((folder / META_FILE).read_text())
-        tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
-        tokenizer.enable_truncation(meta["max_seq_length"])
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        # ONNX Runtime's threads otherwise spin between calls, taking the cores the server's other
-        # requests need: measured on the seeds, 8 clients got 141 q/s instead of 104 from one worker,
-        # for 0.7 ms more per question asked alone (README, Performance).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
-        return cls(tokenizer, session, meta["dimension"], meta)
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+            max_length, dimension = int(meta["max_seq_length"]), int(meta["dimension"])
+            tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+            tokenizer.enable_truncation(max_length)
+            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3  # warnings about unused initialisers are noise here
+            # ONNX Runtime's threads otherwise spin between calls, taking the cores the server's other
+            # requests need: measured on the seeds, 8 clients got 141 q/s instead of 104 from one worker,
+            # for 0.7 ms more per question asked alone (README, Performance).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if threads:
+                options.intra_op_num_threads = threads
+            session = onnxruntime.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # ONNX Runtime's own errors derive from Exception alone
+            raise OnnxExportError(f"the ONNX export in {folder} cannot be opened ({type(err).__name__}: {err}); "
+                                  "delete that folder to export it again") from err
+        return cls(tokenizer, session, dimension, meta)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Batches of similar length (less padding), as sentence-transformers does; the input order is kept."""

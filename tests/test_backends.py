@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
+from pathlib import Path
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from qa.config import Settings, SettingsError
-from qa.embedding import Embedder
+from qa.embedding import Embedder, ModelError, model_fingerprint
 from qa.indexing import IndexBuilder, IndexUnavailable, load_index
 from qa.onnx_encoder import META_FILE, PROBES
 
@@ -55,9 +57,12 @@ def test_onnx_export_is_made_once_from_the_bundled_weights_and_matches_torch(bac
     assert vectors.shape == reference.shape and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     assert np.min(np.sum(vectors * reference, axis=1)) >= floor
-    (folder,) = (p for p in (tmp_path / "onnx").iterdir() if not p.name.startswith("."))  # beside it: the export's lock
+    exports = sorted(p.name for p in (tmp_path / "onnx").iterdir() if not p.name.startswith("."))  # beside each: its lock
+    assert [e.split("-", 1)[1] for e in exports] == (["onnx"] if backend == "onnx" else ["onnx", "onnx-int8"])  # int8: from fp32
+    folder = tmp_path / "onnx" / exports[-1]
     meta = json.loads((folder / META_FILE).read_text())
-    assert meta["min_cosine_vs_torch"] >= floor and meta["weights"] == {"onnx": "fp32", "onnx-int8": "int8"}[backend]
+    against = "torch" if backend == "onnx" else "fp32_export"
+    assert meta[f"min_cosine_vs_{against}"] >= floor and meta["weights"] == {"onnx": "fp32", "onnx-int8": "int8"}[backend]
     exported = (folder / "model.onnx").stat().st_mtime_ns
     again = Embedder(torch_embedder.model_path, backend=backend, cache_dir=tmp_path)
     # Batched with other texts or not: fp32 gives the same vectors; int8 quantizes activations per batch, so not quite.
@@ -115,15 +120,54 @@ def test_the_build_progress_bar_shows_chunks_per_second_and_the_time_left(tmp_pa
     assert f"embedding ({embedder.device})" in err and "chunk/s" in err and f"{report.chunks}/{report.chunks} [" in err
 
 
-def test_a_worker_answers_without_importing_torch_or_the_document_readers(seed_index, embedder):
-    """Cold start: what a request does not need is imported only when a build or an upload needs it."""
+def _fp32_export_only(embedder, cache: Path) -> Path:
+    """A cache holding only the fp32 export, as `qa index` leaves it; the fp32 folder."""
+    Embedder(embedder.model_path, backend="onnx", cache_dir=embedder.cache_dir).encode(["exported"])  # made once per machine
+    name = f"{model_fingerprint(embedder.model_path)}-onnx"
+    shutil.copytree(Path(embedder.cache_dir) / "onnx" / name, cache / "onnx" / name)
+    return cache / "onnx" / name
+
+
+def test_a_worker_answers_without_importing_torch_or_the_document_readers(seed_index, embedder, tmp_path):
+    """Cold start: what a request does not need is imported only when a build or an upload needs it; a
+    worker after `qa index` makes its question model from the fp32 export without torch, and loads no other."""
     if embedder.backend == "torch":
         pytest.skip("QA_BACKEND=torch answers with torch")
-    embedder.encode_questions(["exported"])  # the export (which needs torch) is made once per machine, not per worker
+    _fp32_export_only(embedder, tmp_path)
     script = (f"import sys; from qa.app import create_app; app = create_app({{'index_dir': {str(seed_index.index_dir)!r}}}); "
               "assert app.extensions['qa'].ask('When did Maduro enact the treaty law?', 1)['results']; "
-              "print(sorted(m for m in ('torch', 'sentence_transformers', 'qa.sources', 'ftfy', 'trafilatura') if m in sys.modules))")
+              "embedder = app.extensions['qa'].embedder; "
+              "print(sorted(m for m in ('torch', 'sentence_transformers', 'qa.sources', 'ftfy', 'trafilatura') if m in sys.modules), "
+              "embedder._model is None or embedder.backend != 'onnx-w8')")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "QA_CACHE_DIR": str(embedder.cache_dir)})
+                         env={**os.environ, "QA_CACHE_DIR": str(tmp_path)})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]"
+    assert run.stdout.strip() == "[] True"
+    if embedder.backend == "onnx-w8":
+        assert (tmp_path / "onnx" / f"{model_fingerprint(embedder.model_path)}-onnx-w8" / META_FILE).is_file()
+
+
+def test_a_quantized_export_that_fails_or_falls_short_is_refused_and_leaves_nothing_behind(embedder, tmp_path, monkeypatch):
+    import qa.onnx_encoder as onnx_encoder
+
+    fp32 = _fp32_export_only(embedder, tmp_path)
+    monkeypatch.setitem(onnx_encoder.MIN_COSINE, "w8", 1.01)  # no export reaches it
+    with pytest.raises(ModelError, match=r"w8 export's vectors reach only cosine 0\.99\d+ .*QA_BACKEND=onnx"):
+        Embedder(embedder.model_path, backend="onnx-w8", cache_dir=tmp_path).encode_questions(["When?"])
+    monkeypatch.undo()
+
+    def broken(path, weights):
+        path.write_bytes(b"half a model")
+        raise onnx_encoder.OnnxExportError("the quantizer stopped")
+
+    monkeypatch.setattr(onnx_encoder, "_quantize", broken)
+    with pytest.raises(ModelError, match="the quantizer stopped"):
+        Embedder(embedder.model_path, backend="onnx-int8", cache_dir=tmp_path).encode(["When?"])
+    assert sorted(p.name for p in fp32.parent.iterdir() if not p.name.endswith(".lock")) == [fp32.name]  # no partial folder
+
+
+def test_a_damaged_export_is_named_in_the_error(embedder, tmp_path):
+    fp32 = _fp32_export_only(embedder, tmp_path)
+    (fp32 / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match=f"{fp32}.*delete that folder to export it again"):
+        Embedder(embedder.model_path, backend="onnx", cache_dir=tmp_path).encode(["When?"])
