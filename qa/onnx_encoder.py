@@ -9,7 +9,7 @@ that export (no torch needed, so a server worker can make one):
 - `int8`: ONNX Runtime's dynamic quantization (int8 weights per channel, MatMul only): cosine
   0.97–0.995 to PyTorch's on the probes, the fastest;
 - `w8`: 8-bit weights in blocks of 32 (ONNX Runtime's MatMulNBits, accuracy level 4): about a
-  quarter of the fp32 weight matrices' memory traffic, which is what a short question's encode
+  quarter of the fp32 weight matrices' bytes (computed), which is what a short question's encode
   waits for, at cosine ≥ 0.998 to PyTorch's (0.9990 on the one-letter probe, ≥ 0.9995 on the eval
   questions, on this machine).
 
@@ -76,7 +76,8 @@ def _export(model_path: str, folder: Path, weights: Weights, fp32_folder: Path) 
         if cosine < MIN_COSINE[weights]:
             raise OnnxExportError(f"the {weights} export's vectors reach only cosine {cosine} to "
                                   f"{'PyTorch' if against == 'torch' else 'the fp32 export'}'s "
-                                  f"(at least {MIN_COSINE[weights]} is needed) on this machine; set QA_BACKEND=onnx or torch")
+                                  f"(at least {MIN_COSINE[weights]} is needed) on this machine; set QA_BACKEND="
+                                  f"{'torch' if weights == 'fp32' else 'onnx or torch'}")
         (tmp / META_FILE).write_text(json.dumps({**meta, f"min_cosine_vs_{against}": cosine}))
         tmp.rename(folder)
     except BaseException:
