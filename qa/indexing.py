@@ -90,6 +90,7 @@ class BuildReport:
     kept: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    embedding_seconds: float = 0.0  # of `seconds`, in the model (loading it and encoding): what the rest is measured beside
     full_reason: str | None = None  # why an incremental build became a full one
     up_to_date: bool = False  # nothing changed, no new version was written
     warnings: list[str] = field(default_factory=list)  # e.g. an old version that could not be deleted yet
@@ -106,8 +107,8 @@ class BuildReport:
         if self.up_to_date:
             return f"index {self.version} is up to date: {self.sources} sources, {self.chunks} chunks ({self.seconds:.1f}s)"
         return (
-            f"index {self.version}: {self.sources} sources, {self.chunks} chunks in {self.seconds:.1f}s "
-            f"(added {len(self.added)}, updated {len(self.updated)}, removed {len(self.removed)}, "
+            f"index {self.version}: {self.sources} sources, {self.chunks} chunks in {self.seconds:.1f}s, "
+            f"{self.embedding_seconds:.1f}s of it embedding (added {len(self.added)}, updated {len(self.updated)}, removed {len(self.removed)}, "
             f"kept {len(self.kept)}; embedded {self.embedded_chunks} chunks)"
         )
 
@@ -555,6 +556,7 @@ class IndexBuilder:
         self.chunker = SentenceChunker(settings.chunk_tokens, settings.overlap_sentences)
         self._publication: Publication | None = None  # on a Chroma server, during a build
         self._manifests: dict[str, dict] = {}  # version -> its manifest, as this build read or wrote it
+        self._embedding_seconds = 0.0  # this build's, in the model
 
     def run(self, full: bool = False, wait: float = 0) -> BuildReport:
         """Build under the index's lock, waiting up to `wait` seconds for another build to finish."""
@@ -665,7 +667,9 @@ class IndexBuilder:
         (a caption in two articles, a run-on line cut into equal pieces) are encoded once."""
         if not planned:
             return
+        started = time.perf_counter()
         self.embedder.model  # loaded first: the bar names the device it runs on and the batch size for it
+        self._embedding_seconds += time.perf_counter() - started
         step = self.embedder.batch_size * 8
         with tqdm(total=sum(len(p.chunks) for p in planned), unit="chunk", disable=not self.progress,
                   desc=f"embedding ({self.embedder.device})") as bar:
@@ -678,7 +682,9 @@ class IndexBuilder:
                     i += 1
                 unique = list(dict.fromkeys(texts))
                 row_of = {t: r for r, t in enumerate(unique)}
+                started = time.perf_counter()
                 vectors = self.embedder.encode(unique)[[row_of[t] for t in texts]]
+                self._embedding_seconds += time.perf_counter() - started
                 at = 0
                 bar.update(sum(len(p.chunks) for p in batch))
                 for p in batch:
@@ -688,6 +694,7 @@ class IndexBuilder:
 
     def _build(self, full: bool) -> BuildReport:
         started = time.perf_counter()
+        self._embedding_seconds = 0.0
         settings = self.settings
         from qa.sources import SourceReader  # the readers' libraries: a build needs them, a server's request does not
 
@@ -821,6 +828,7 @@ class IndexBuilder:
             kept=kept,
             problems=problems,
             seconds=time.perf_counter() - started,
+            embedding_seconds=self._embedding_seconds,
             full_reason=full_reason,
             warnings=warnings,
             published=self._published_name(),

@@ -16,7 +16,7 @@ def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
     assert any("query latency p50" in f for f in figures) and any("throughput" in f for f in figures)
     for wanted in ("encode one question p50, ms, onnx on", "encode passages in batches, texts/s, onnx-int8",
                    "cold start", "s: a restart", "clients, a worker per core", "RSS per worker at", "of which private to the worker at", "disk per chunk at", "query p95 at",
-                   "ranking in process, files out of the page cache"):
+                   "ranking in process, files out of the page cache", "one-source rebuild at"):
         assert any(wanted in f for f in figures), wanted
     assert report["machine"]["device"] in ("cpu", "cuda") and report["machine"]["backend"]
     for row in report["rows"]:
@@ -26,6 +26,7 @@ def test_quick_bench_prints_every_figure_beside_its_floor(tmp_path):
     (scale,) = report["scale"]
     assert scale["chunks"] >= 300 and scale["query_p50_ms"] > 0 and scale["disk_mb"] > 0 and scale["worker_rss_mb"] > 0
     assert scale["cold_start_s"] > 0 and scale["restart_s"] > 0
+    assert 0 < scale["incremental_embedding_s"] < scale["incremental_s"]  # the changed source's new texts, encoded
     # A worker's resident memory is its private memory and the files it maps (model, libraries, the index).
     assert 0 < scale["worker_private_mb"] < scale["worker_rss_mb"] and scale["worker_shared_mb"] > 0
     assert abs(scale["worker_private_mb"] + scale["worker_shared_mb"] - scale["worker_rss_mb"]) <= 0.05 * scale["worker_rss_mb"]

@@ -42,6 +42,7 @@ def test_incremental_rebuild_embeds_only_what_changed(sources_copy, tmp_path, em
     edited_chunks = [c for c in index.chunks if c.source_id == EDITED]
     assert report.updated == [EDITED] and len(report.kept) == 4 and not report.added and not report.removed
     assert report.embedded_chunks == len(edited_chunks)  # only that source was embedded
+    assert 0 < report.embedding_seconds < report.seconds and "of it embedding" in report.summary()
     assert "La Orchila" not in _all_text(index) and NEW_SENTENCE in _all_text(index)
     stored = index.store.collection.get(where={"source_id": EDITED})["ids"]
     assert sorted(stored) == sorted(c.id for c in edited_chunks)
@@ -67,7 +68,7 @@ def test_incremental_rebuild_embeds_only_what_changed(sources_copy, tmp_path, em
 def test_nothing_changed_writes_no_new_version(seed_index, embedder):
     before = current_version(seed_index.index_dir)
     report = IndexBuilder(seed_index, embedder=embedder).run()
-    assert report.up_to_date and current_version(seed_index.index_dir) == before
+    assert report.up_to_date and current_version(seed_index.index_dir) == before and report.embedding_seconds == 0
 
 
 def test_full_rebuild_embeds_everything_and_reports_against_the_served_version(seed_index, tmp_path, embedder):
