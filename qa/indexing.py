@@ -30,6 +30,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import Future
 from contextlib import closing, contextmanager
 from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import datetime, timezone
@@ -126,7 +127,7 @@ class LoadedIndex:
     chunk_rows: NpyRows  # (chunks, 2): each chunk's [first, last) sentence rows
     chunk_vectors: NpyRows  # float16
     lexical: LexicalIndex
-    store: VectorStore
+    opening: Future  # of its VectorStore: done, or opening in the background (`load_index`)
     exact: ExactSearch | None  # a small version's chunk vectors in memory, searched instead of `store`
     readings: StoredReadings | None  # None: stored by other code than this (`qa.readings`), read from the text
     index_dir: Path | None = None  # set: the version is held in this process's lease until close()
@@ -135,11 +136,22 @@ class LoadedIndex:
     def __post_init__(self) -> None:
         self.position = self.chunks.positions
 
+    @property
+    def store(self) -> VectorStore:
+        """The vector store, once open (waits for it; raises what opening it raised)."""
+        return self.opening.result()
+
+    @property
+    def store_opened(self) -> bool:
+        """Whether the store has opened, or failed to: a query of it would not wait."""
+        return self.opening.done()
+
     def close(self) -> None:
-        """Release the store and the lease: the version may be deleted once no process holds it. Its
-        files close when the last reference to them goes (a request that took the index without
-        holding it still reads what it took; Linux keeps a deleted file readable while it is open)."""
-        self.store.close()
+        """Release the store (once open, if it is still opening) and the lease: the version may be
+        deleted once no process holds it. Its files close when the last reference to them goes (a
+        request that took the index without holding it still reads what it took; Linux keeps a
+        deleted file readable while it is open)."""
+        self.opening.add_done_callback(_close_opened)
         if self.index_dir is not None:
             versions.release(self.index_dir, self.version)
             self.index_dir = None
@@ -185,9 +197,20 @@ def _check_compatible(manifest: dict, settings: Settings, chunking: bool = True)
         )
 
 
-def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
+def _close_opened(opening: Future) -> None:
+    if opening.exception() is None:
+        opening.result().close()
+
+
+def load_index(settings: Settings, version: str | None = None, store_in_background: bool = False) -> LoadedIndex:
     """Load and verify `version` (default: the one `CURRENT` names), held in this process's lease
-    until `close()` (or the process ends). Raises IndexUnavailable saying what is wrong and how to fix it."""
+    until `close()` (or the process ends). Raises IndexUnavailable saying what is wrong and how to fix it.
+
+    `store_in_background`: an embedded version too large to search in memory returns before its
+    Chroma store has opened (its HNSW graph loads in about 3 s at 1M chunks, outside the GIL); until
+    then questions scan its chunk vectors exactly, and a store that fails to open fails each
+    question after. For a process with nothing else to answer from (`qa serve` starting): a
+    version switch waits for the store, so a damaged one never replaces a working one."""
     index_dir = settings.index_dir
     if version is None:
         version = versions.pin(index_dir)
@@ -201,7 +224,7 @@ def load_index(settings: Settings, version: str | None = None) -> LoadedIndex:
             manifest = read_manifest(version_dir, stamp=True)
         _check_compatible(manifest, settings, chunking=not settings.chroma_index)
         versions.verify_files(version_dir, manifest)
-        return _load_version(settings, version_dir, manifest)
+        return _load_version(settings, version_dir, manifest, store_in_background)
     except BaseException:
         versions.release(index_dir, version)
         raise
@@ -260,39 +283,63 @@ def _read_stored(line: bytes, spans: np.ndarray, chunk_rows: np.ndarray, chunk_l
     return readings.read_source(source_from_line(line), spans, [(start, spans[lo:hi]) for start, (lo, hi) in zip(starts, chunk_rows.tolist())])
 
 
-def _load_version(settings: Settings, version_dir: Path, manifest: dict) -> LoadedIndex:
-    with _collector_paused():
-        try:
-            sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
-        except (ValueError, TypeError, KeyError) as err:
-            raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
-        # Rows read when a question asks for them: the page cache holds the files for every worker.
-        arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
-        counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
-        if sum(counts.values()) != len(arrays["chunk_rows"]) or list(counts) != list(sources):
-            raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
-        chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
-    store = VectorStore.open(settings, version_dir, manifest)
-    if store.size != len(chunks):
+def _open_store(settings: Settings, version_dir: Path, manifest: dict, chunks: int, dimension: int) -> VectorStore:
+    store = VectorStore.open(settings, version_dir, manifest, dimension)
+    if store.size != chunks:
+        store.close()
         raise IndexUnavailable(
             f"the vector store of version {manifest['version']} holds {store.size} chunks, "
-            f"the manifest {len(chunks)}; {FULL_REBUILD_HINT}"
+            f"the manifest {chunks}; {FULL_REBUILD_HINT}"
         )
-    return LoadedIndex(
-        version=manifest["version"],
-        manifest={key: value for key, value in manifest.items() if key not in PER_SOURCE},
-        sources=sources,
-        chunks=chunks,
-        sentence_spans=arrays["sentence_spans"],
-        sentence_vectors=arrays["sentence_vectors"],
-        chunk_rows=arrays["chunk_rows"],
-        chunk_vectors=arrays["chunk_vectors"],
-        lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
-        store=store,
-        exact=ExactSearch.of(arrays["chunk_vectors"]),
-        readings=StoredReadings.open(version_dir, manifest),
-        index_dir=settings.index_dir,
-    )
+    return store
+
+
+def _settle(opening: Future, open_store, *args) -> None:
+    try:
+        opening.set_result(open_store(*args))
+    except BaseException as err:  # the question that asks next raises it
+        opening.set_exception(err)
+
+
+def _load_version(settings: Settings, version_dir: Path, manifest: dict, store_in_background: bool = False) -> LoadedIndex:
+    # Rows read when a question asks for them: the page cache holds the files for every worker.
+    arrays = {name: NpyRows(version_dir / f"{name}.npy") for name in ARRAYS}
+    exact = ExactSearch.of(arrays["chunk_vectors"])
+    chunk_count, dimension = len(arrays["chunk_rows"]), arrays["chunk_vectors"].shape[1]
+    opening: Future = Future()
+    if store_in_background and exact is None and not settings.chroma_url:  # opens while the rest loads
+        threading.Thread(target=_settle, args=(opening, _open_store, settings, version_dir, manifest, chunk_count, dimension),
+                         name="qa-open-store", daemon=True).start()
+    else:
+        opening.set_result(_open_store(settings, version_dir, manifest, chunk_count, dimension))
+    try:
+        with _collector_paused():
+            try:
+                sources = SourceTable(version_dir / "sources.jsonl", manifest["sources"])
+            except (ValueError, TypeError, KeyError) as err:
+                raise IndexUnavailable(f"the sources of version {manifest['version']} do not match its manifest ({err}); {FULL_REBUILD_HINT}") from err
+            counts = {sid: entry["chunks"] for sid, entry in manifest["sources"].items()}
+            if sum(counts.values()) != chunk_count or list(counts) != list(sources):
+                raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
+            chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
+        return LoadedIndex(
+            version=manifest["version"],
+            manifest={key: value for key, value in manifest.items() if key not in PER_SOURCE},
+            sources=sources,
+            chunks=chunks,
+            sentence_spans=arrays["sentence_spans"],
+            sentence_vectors=arrays["sentence_vectors"],
+            chunk_rows=arrays["chunk_rows"],
+            chunk_vectors=arrays["chunk_vectors"],
+            lexical=LexicalIndex.load(version_dir / "bm25", len(chunks)),
+            opening=opening,
+            exact=exact,
+            readings=StoredReadings.open(version_dir, manifest),
+            index_dir=settings.index_dir,
+        )
+    except BaseException:
+        opening.add_done_callback(_close_opened)
+        raise
 
 
 @dataclass

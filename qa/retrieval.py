@@ -1,6 +1,7 @@
 """Answer a question with ranked verbatim passages: pool, score, dedupe, highlight, abstain.
 
-Dense (Chroma over chunk vectors; an exact scan for a small version, `qa.exact_search`) and
+Dense (Chroma over chunk vectors; an exact scan for a small version, or a large one whose store
+is still opening: `qa.exact_search`) and
 lexical (BM25) candidates are pooled. Every sentence of
 every pooled passage is then described by signals that hold for any collection:
 - meaning: the passage's and the sentence's cosine similarity to the question, raw and as the
@@ -30,6 +31,7 @@ import numpy as np
 
 from qa.data import Answer, Hit, PoolSentences
 from qa.embedding import Embedder
+from qa.exact_search import ExactSearch
 from qa.filters import Selection
 from qa.indexing import LoadedIndex
 from qa.analysis import terms as analyze
@@ -248,9 +250,10 @@ class Retriever:
     def nearest(index: LoadedIndex, query: np.ndarray, n: int, scope: Selection | None = None,
                 mask: np.ndarray | None = None) -> list[int]:
         """Positions of the `n` chunks nearest to `query` (in `scope`, whose chunk `mask` may be given):
-        an exact scan of a small version, else Chroma's."""
-        if index.exact is not None:
-            return index.exact.run(query, n, scope.mask(index.chunks) if scope and mask is None else mask)
+        an exact scan of a small version, else Chroma's; of its file while the store opens."""
+        exact = index.exact or (None if index.store_opened else ExactSearch.reading(index.chunk_vectors))
+        if exact is not None:
+            return exact.run(query, n, scope.mask(index.chunks) if scope and mask is None else mask)
         ids, _ = index.store.query(query, n, scope.where() if scope else None)
         return [index.position[i] for i in ids if i in index.position]
 

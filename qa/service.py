@@ -220,7 +220,9 @@ class QAService:
             self._error = f"no index in {index_dir}: run `qa index` to build it"
             return
         try:
-            loaded = load_index(self.settings, version)
+            # With nothing loaded yet, a large version answers (scanning exactly) while Chroma opens its store;
+            # a switch waits for it: a store that cannot open never replaces one that answers.
+            loaded = load_index(self.settings, version, store_in_background=self._index is None)
             if not loaded.sources:  # a complete but empty build: nothing to answer from, say why
                 loaded.close()
                 raise IndexUnavailable(loaded.manifest.get("empty") or "the index is empty; add documents and run `qa index`")
@@ -289,7 +291,7 @@ class QAService:
                 if sort == "newest":
                     answer = newest_first(index, answer)
                 return Asked(answer, cite(index, answer), selection)
-            except (StoreError, RankerError, DamagedSource) as err:
+            except (StoreError, IndexUnavailable, RankerError, DamagedSource) as err:  # also a store that failed to open
                 raise ServiceUnavailable(str(err)) from err
 
     def ask(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> dict:

@@ -101,7 +101,10 @@ class VectorStore:
         return cls(collection, client, embedded={} if settings.chroma_url else None), holds
 
     @classmethod
-    def open(cls, settings: Settings, version_dir: Path, manifest: dict) -> "VectorStore":
+    def open(cls, settings: Settings, version_dir: Path, manifest: dict, dimension: int = 0) -> "VectorStore":
+        """`dimension`: the vectors', for an embedded version: its HNSW graph is loaded before the
+        count (which holds the GIL while Chroma loads it: 3 s at 1M chunks, each request thread of
+        the process stopped) by a query of one vector, which does not hold it."""
         version = manifest["version"]
         name = manifest.get("collection") or COLLECTION
         if settings.chroma_url and name == COLLECTION:
@@ -110,6 +113,8 @@ class VectorStore:
         client = _client(settings, version_dir)
         try:
             collection = client.get_collection(name, embedding_function=None)
+            if dimension and not settings.chroma_url and manifest.get("chunk_count"):
+                collection.query(query_embeddings=[np.eye(1, dimension, dtype=np.float32)[0]], n_results=1, include=[])
             count = collection.count()
         except Exception as err:
             client.close()

@@ -1,17 +1,24 @@
 """A small version's dense candidates by exact scan: the nearest chunks, those of a filter, ties in
-position order; Chroma's own list for the same questions on the seeds; none above the size limit."""
+position order; Chroma's own list for the same questions on the seeds; none above the size limit.
+A large version's, while its store opens: the same scan, of the file."""
+import shutil
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qa.evaluation import load_questions
-from qa.exact_search import EXACT_MAX, ExactSearch
+from qa import exact_search
+from qa.exact_search import EXACT_MAX, SCAN_ROWS, ExactSearch
 from qa.file_reads import NpyRows
 from qa.filters import Scope
 from qa.indexing import load_index
 from qa.retrieval import Retriever
-from tests.conftest import on_chroma
+from qa.service import QAService, ServiceUnavailable
+from qa.store import StoreError
+from tests.conftest import app_client, on_chroma
 
 
 def _rows(tmp_path: Path, vectors: np.ndarray) -> NpyRows:
@@ -73,3 +80,88 @@ def test_the_seeds_get_chromas_candidates_with_and_without_a_filter(seed_index, 
             assert {index.chunks[p].source_id for p in Retriever.nearest(index, vector, 20, scope)} <= set(two)
     finally:
         index.close()
+
+
+def test_a_scan_of_the_file_finds_what_the_scan_in_memory_finds_across_its_blocks(tmp_path):
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((2 * SCAN_ROWS + 5, 24))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)  # as stored
+    in_memory, from_file = ExactSearch(vectors.astype(np.float32)), ExactSearch.reading(_rows(tmp_path, vectors))
+    mask = (rng.random(len(vectors)) < 0.3).astype(np.float32)
+    for query in vectors[[0, SCAN_ROWS, 2 * SCAN_ROWS + 4]]:
+        scores = vectors.astype(np.float64) @ query.astype(np.float64)
+        for inside in (None, mask):
+            found, expected = from_file.run(query, 40, inside), in_memory.run(query, 40, inside)
+            # The same rows by score (a block's product may round a last bit otherwise than the whole's).
+            assert len(found) == 40 and np.allclose(scores[found], scores[expected], atol=1e-5)
+            assert inside is None or all(inside[found] > 0)
+        assert from_file.run(query, 1) == [int(np.argmax(scores))]  # the row itself, wherever its block
+
+
+def _large_copy(seed_index, tmp_path, monkeypatch):
+    """A copy of the seed index, its 57 chunks above the limit of what is searched in memory."""
+    monkeypatch.setattr(exact_search, "EXACT_MAX", 10)
+    index_dir = tmp_path / "index"
+    shutil.copytree(seed_index.index_dir, index_dir, ignore=shutil.ignore_patterns("leases"))
+    return replace(seed_index, index_dir=index_dir)
+
+
+def test_a_large_version_answers_by_scanning_its_file_until_its_store_has_opened(seed_index, embedder, tmp_path, monkeypatch):
+    settings = _large_copy(seed_index, tmp_path, monkeypatch)
+    index = load_index(settings, store_in_background=True)
+    try:
+        assert index.exact is None
+        vector = embedder.encode_question("When was the treaty signed?")
+        scanned = ExactSearch.reading(index.chunk_vectors).run(vector, 20)
+        opening = replace(index, opening=Future(), index_dir=None)  # the same version, its store not open yet
+        assert not opening.store_opened and Retriever.nearest(opening, vector, 20) == scanned
+        index.opening.result(timeout=60)
+        assert index.store_opened
+        queried = Retriever.nearest(index, vector, 20)  # Chroma's: the same neighbours but for near-ties
+        assert queried != [] and len(set(scanned) & set(queried)) >= 18
+    finally:
+        index.close()
+
+
+def test_a_store_that_fails_to_open_in_the_background_fails_each_question_with_a_503(seed_index, embedder, tmp_path, monkeypatch):
+    settings = _large_copy(seed_index, tmp_path, monkeypatch)
+    version = load_index(settings)
+    version_dir = settings.index_dir / "versions" / version.version
+    version.close()
+    shutil.rmtree(version_dir / "chroma")  # not among the checksummed files: found only when Chroma opens it
+    service = QAService(settings, embedder=embedder)
+    client = app_client(settings, embedder)
+    try:
+        assert isinstance(service.index().opening.exception(timeout=60), StoreError)
+        with pytest.raises(ServiceUnavailable, match="vector store of index version"):
+            service.answer("When was the treaty signed?", 5)
+        client.post("/api/ask", json={"question": "warm up"})  # its service loads the version (and fails to open it)
+        client.application.extensions["qa"].index().opening.exception(timeout=60)
+        response = client.post("/api/ask", json={"question": "When was the treaty signed?"})
+        assert response.status_code == 503 and "vector store of index version" in response.get_json()["error"]["message"]
+    finally:
+        service.index().close()
+        client.application.extensions["qa"].index().close()
+
+
+def test_a_version_switch_waits_for_the_store_so_a_broken_one_never_replaces_a_working_one(seed_index, embedder, tmp_path, monkeypatch):
+    settings = _large_copy(seed_index, tmp_path, monkeypatch)
+    service = QAService(settings, embedder=embedder)
+    first = service.index()
+    first.opening.result(timeout=60)
+    assert service.answer("When was the treaty signed?", 5).answer.hits
+    # A new version whose store is broken: the service keeps the one it has.
+    from qa.indexing import IndexBuilder
+    sources = tmp_path / "sources"
+    shutil.copytree(settings.sources_dir, sources)
+    changed = replace(settings, sources_dir=sources)
+    path = sorted(sources.glob("*.txt"))[0]
+    path.chmod(0o644)
+    path.write_text(path.read_text(encoding="utf-8") + "\nAn added closing line.", encoding="utf-8")
+    rebuilt = IndexBuilder(changed, embedder=embedder).run()
+    shutil.rmtree(settings.index_dir / "versions" / rebuilt.version / "chroma")
+    try:
+        assert service.index().version == first.version
+        assert service.answer("When was the treaty signed?", 5).answer.hits
+    finally:
+        service.index().close()

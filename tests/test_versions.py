@@ -131,10 +131,10 @@ def test_a_failed_load_is_retried_for_the_version_that_failed_not_the_next_one(s
 
     real_load = qa.service.load_index
 
-    def load_while_a_build_switches(settings, version=None):
+    def load_while_a_build_switches(settings, version=None, **options):
         if version == "broken":  # a build switches to a good version while this load fails
             write_atomic(settings.index_dir / "CURRENT", good + "\n")
-        return real_load(settings, version)
+        return real_load(settings, version, **options)
 
     monkeypatch.setattr(qa.service, "load_index", load_while_a_build_switches)
     assert service.index().version == first.version  # "broken" failed: the version in memory answers
