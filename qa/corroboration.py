@@ -85,7 +85,7 @@ def read(text: str) -> Reading:
 
 def _differ(a: dict[str, frozenset[str]], b: dict[str, frozenset[str]]) -> bool:
     """Some kind both state with values neither side contains (one saying more is not a disagreement)."""
-    return any(not (a[k] <= b[k] or b[k] <= a[k]) for k in a.keys() & b.keys())
+    return bool(a and b) and any(not (a[k] <= b[k] or b[k] <= a[k]) for k in a.keys() & b.keys())
 
 
 def relation(marked: Reading, other: Reading, similarity: float, rare: frozenset[str]) -> Relation | None:
@@ -147,13 +147,15 @@ class Corroborator:
         for j in kept:
             hit = answer.hits[j]
             best: dict[tuple[str, Relation], Support] = {}
-            for c in near[similarity[near, j] >= FIGURE_SIMILARITY]:
+            column, own = similarity[:, j], reading[marked[j]]
+            close = near[column[near] >= FIGURE_SIMILARITY]
+            for c, close_similarity in zip(close.tolist(), column[close].tolist()):  # Python numbers: a few hundred a question
                 if owners[c] == hit.chunk.source_id:
                     continue
-                found = relation(reading[marked[j]], reading[int(c)], float(similarity[c, j]), rare)
+                found = relation(own, reading[c], close_similarity, rare)
                 key = (owners[c], found)
-                if found and (key not in best or best[key].similarity < similarity[c, j]):
-                    best[key] = Support(owners[c], spans[c], round(float(similarity[c, j]), 4))
+                if found and (key not in best or best[key].similarity < close_similarity):
+                    best[key] = Support(owners[c], spans[c], round(close_similarity, 4))
             agreeing = {s for s, r in best if r == "agrees"}
             hits.append(replace(
                 hit,
