@@ -273,6 +273,9 @@ class QAService:
             index = self.index()
         except ServiceUnavailable as err:
             return {"status": "unavailable", "error": str(err), "sources": 0, "chunks": 0, "index_version": None}
+        failed = index.opening.exception() if index.store_opened else None
+        if failed is not None:  # its store failed to open in the background: every question fails, say so
+            return {"status": "unavailable", "error": str(failed), "sources": 0, "chunks": 0, "index_version": index.version}
         status = {"status": "ok", "sources": len(index.sources), "chunks": len(index.chunks), "index_version": index.version}
         if self._error:  # a newer version failed to load; the older one still serves
             status["warning"] = self._error

@@ -139,6 +139,8 @@ def test_a_store_that_fails_to_open_in_the_background_fails_each_question_with_a
         client.application.extensions["qa"].index().opening.exception(timeout=60)
         response = client.post("/api/ask", json={"question": "When was the treaty signed?"})
         assert response.status_code == 503 and "vector store of index version" in response.get_json()["error"]["message"]
+        health = client.get("/api/health")
+        assert health.status_code == 503 and "vector store of index version" in health.get_json()["error"]
     finally:
         service.index().close()
         client.application.extensions["qa"].index().close()
