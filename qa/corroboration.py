@@ -154,7 +154,8 @@ class Corroborator:
                     continue
                 found = relation(own, reading[c], close_similarity, rare)
                 key = (owners[c], found)
-                if found and (key not in best or best[key].similarity < close_similarity):
+                # Compared in float32, as the similarities are (a stored one is rounded to 4 places).
+                if found and (key not in best or float(np.float32(best[key].similarity)) < close_similarity):
                     best[key] = Support(owners[c], spans[c], round(close_similarity, 4))
             agreeing = {s for s, r in best if r == "agrees"}
             hits.append(replace(

@@ -138,7 +138,11 @@ class LoadedIndex:
 
     @property
     def store(self) -> VectorStore:
-        """The vector store, once open (waits for it; raises what opening it raised)."""
+        """The vector store, once open (waits for it). If opening it failed, a StoreError saying why:
+        a new one each time, so no question's frames stay attached to a shared traceback."""
+        failed = self.opening.exception()
+        if failed is not None:
+            raise StoreError(str(failed)) from None
         return self.opening.result()
 
     @property
@@ -151,10 +155,14 @@ class LoadedIndex:
         deleted once no process holds it. Its files close when the last reference to them goes (a
         request that took the index without holding it still reads what it took; Linux keeps a
         deleted file readable while it is open)."""
-        self.opening.add_done_callback(_close_opened)
-        if self.index_dir is not None:
-            versions.release(self.index_dir, self.version)
-            self.index_dir = None
+        index_dir, self.index_dir = self.index_dir, None
+
+        def closed(opening: Future) -> None:  # the lease outlives an open still reading the folder
+            _close_opened(opening)
+            if index_dir is not None:
+                versions.release(index_dir, self.version)
+
+        self.opening.add_done_callback(closed)
 
 
 def _chunking_settings(settings: Settings) -> dict:
@@ -209,8 +217,9 @@ def load_index(settings: Settings, version: str | None = None, store_in_backgrou
     `store_in_background`: an embedded version too large to search in memory returns before its
     Chroma store has opened (its HNSW graph loads in about 3 s at 1M chunks, outside the GIL); until
     then questions scan its chunk vectors exactly, and a store that fails to open fails each
-    question after. For a process with nothing else to answer from (`qa serve` starting): a
-    version switch waits for the store, so a damaged one never replaces a working one."""
+    question after (a StoreError; the version is not opened again: the next one, or a restart,
+    is). For a process with nothing else to answer from (`qa serve` starting): a version switch
+    waits for the store, so a damaged one never replaces a working one."""
     index_dir = settings.index_dir
     if version is None:
         version = versions.pin(index_dir)
@@ -294,11 +303,14 @@ def _open_store(settings: Settings, version_dir: Path, manifest: dict, chunks: i
     return store
 
 
-def _settle(opening: Future, open_store, *args) -> None:
+def _open_in_background(opening: Future, settings: Settings, version_dir: Path, manifest: dict, chunks: int, dimension: int) -> None:
     try:
-        opening.set_result(open_store(*args))
-    except BaseException as err:  # the question that asks next raises it
+        opening.set_result(_open_store(settings, version_dir, manifest, chunks, dimension))
+    except (StoreError, IndexUnavailable) as err:  # each question after raises it (`LoadedIndex.store`)
         opening.set_exception(err)
+    except BaseException as err:  # Chroma's own errors: a StoreError that says what failed, as a load does
+        opening.set_exception(StoreError(f"the vector store of index version {manifest['version']} cannot be "
+                                         f"opened ({type(err).__name__}: {err}); {FULL_REBUILD_HINT}"))
 
 
 def _load_version(settings: Settings, version_dir: Path, manifest: dict, store_in_background: bool = False) -> LoadedIndex:
@@ -307,11 +319,10 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict, store_i
     exact = ExactSearch.of(arrays["chunk_vectors"])
     chunk_count, dimension = len(arrays["chunk_rows"]), arrays["chunk_vectors"].shape[1]
     opening: Future = Future()
-    if store_in_background and exact is None and not settings.chroma_url:  # opens while the rest loads
-        threading.Thread(target=_settle, args=(opening, _open_store, settings, version_dir, manifest, chunk_count, dimension),
+    background = store_in_background and exact is None and not settings.chroma_url
+    if background:  # opens while the rest loads
+        threading.Thread(target=_open_in_background, args=(opening, settings, version_dir, manifest, chunk_count, dimension),
                          name="qa-open-store", daemon=True).start()
-    else:
-        opening.set_result(_open_store(settings, version_dir, manifest, chunk_count, dimension))
     try:
         with _collector_paused():
             try:
@@ -322,6 +333,8 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict, store_i
             if sum(counts.values()) != chunk_count or list(counts) != list(sources):
                 raise IndexUnavailable(f"the chunks of version {manifest['version']} do not match its manifest; {FULL_REBUILD_HINT}")
             chunks = ChunkTable.from_counts(sources, counts, arrays["sentence_spans"], arrays["chunk_rows"])
+        if not background:
+            opening.set_result(_open_store(settings, version_dir, manifest, chunk_count, dimension))
         return LoadedIndex(
             version=manifest["version"],
             manifest={key: value for key, value in manifest.items() if key not in PER_SOURCE},
@@ -338,7 +351,8 @@ def _load_version(settings: Settings, version_dir: Path, manifest: dict, store_i
             index_dir=settings.index_dir,
         )
     except BaseException:
-        opening.add_done_callback(_close_opened)
+        if background or opening.done():  # waits for a background open: the caller releases the lease next
+            _close_opened(opening)
         raise
 
 

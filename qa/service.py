@@ -294,7 +294,7 @@ class QAService:
                 if sort == "newest":
                     answer = newest_first(index, answer)
                 return Asked(answer, cite(index, answer), selection)
-            except (StoreError, IndexUnavailable, RankerError, DamagedSource) as err:  # also a store that failed to open
+            except (StoreError, RankerError, DamagedSource) as err:  # also a store that failed to open in the background
                 raise ServiceUnavailable(str(err)) from err
 
     def ask(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> dict:

@@ -110,7 +110,12 @@ class VectorStore:
         if settings.chroma_url and name == COLLECTION:
             raise StoreError(f"index version {version} does not name its Chroma collection (built before "
                              f"collections were named per index); {versions.FULL_REBUILD_HINT}")
-        client = _client(settings, version_dir)
+        try:
+            client = _client(settings, version_dir)
+        except StoreError:
+            raise
+        except Exception as err:  # a damaged chroma.sqlite3: "file is not a database"
+            raise StoreError(f"the vector store of index version {version} is missing or unreadable ({err})") from err
         try:
             collection = client.get_collection(name, embedding_function=None)
             if dimension and not settings.chroma_url and manifest.get("chunk_count"):

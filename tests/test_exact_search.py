@@ -123,18 +123,27 @@ def test_a_large_version_answers_by_scanning_its_file_until_its_store_has_opened
         index.close()
 
 
-def test_a_store_that_fails_to_open_in_the_background_fails_each_question_with_a_503(seed_index, embedder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("damage", ["folder deleted", "database overwritten"])
+def test_a_store_that_fails_to_open_in_the_background_fails_each_question_with_a_503(seed_index, embedder, tmp_path, monkeypatch, damage):
     settings = _large_copy(seed_index, tmp_path, monkeypatch)
     version = load_index(settings)
     version_dir = settings.index_dir / "versions" / version.version
     version.close()
-    shutil.rmtree(version_dir / "chroma")  # not among the checksummed files: found only when Chroma opens it
+    # The Chroma folder is not among the checksummed files: found only when Chroma opens it.
+    if damage == "folder deleted":
+        shutil.rmtree(version_dir / "chroma")
+    else:  # Chroma's own error, as its client is made: "file is not a database"
+        (version_dir / "chroma" / "chroma.sqlite3").write_bytes(b"not a database" * 512)
     service = QAService(settings, embedder=embedder)
     client = app_client(settings, embedder)
     try:
         assert isinstance(service.index().opening.exception(timeout=60), StoreError)
-        with pytest.raises(ServiceUnavailable, match="vector store of index version"):
-            service.answer("When was the treaty signed?", 5)
+        raised = []
+        for _ in range(3):
+            with pytest.raises(ServiceUnavailable, match="vector store of index version") as err:
+                service.answer("When was the treaty signed?", 5)
+            raised.append(err.value.__cause__)
+        assert len({id(e) for e in raised}) == 3  # a new error each time: no traceback grows question by question
         client.post("/api/ask", json={"question": "warm up"})  # its service loads the version (and fails to open it)
         client.application.extensions["qa"].index().opening.exception(timeout=60)
         response = client.post("/api/ask", json={"question": "When was the treaty signed?"})
@@ -164,6 +173,7 @@ def test_a_version_switch_waits_for_the_store_so_a_broken_one_never_replaces_a_w
     shutil.rmtree(settings.index_dir / "versions" / rebuilt.version / "chroma")
     try:
         assert service.index().version == first.version
+        assert rebuilt.version in service.health()["warning"] and "vector store" in service.health()["warning"]
         assert service.answer("When was the treaty signed?", 5).answer.hits
     finally:
         service.index().close()
