@@ -48,6 +48,7 @@ from qa.retrieval import Retriever
 
 CLIENTS = 8
 ROUNDS = 3  # throughput rounds, and rounds of its floor
+REBUILDS = 3  # one-source rebuilds per size, a different line added each time: the row is their median
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -426,7 +427,8 @@ class Bench:
             self.row("Chroma server, 2 workers, 8 clients, questions/s", rates[2], rates[1], "—", "q/s", higher_is_better=True)
 
     def _scale(self, seed_settings: Settings, embedder: Embedder, size: int, work: Path, chroma_url: str | None = None) -> None:
-        """One synthetic size: full build, one-source rebuild, then latency and memory of one worker.
+        """One synthetic size: full build, `REBUILDS` one-source rebuilds (each followed by the worker:
+        a single one ranged 2.1-4.1 s at 100k chunks), then latency and memory of one worker.
         On a Chroma server (`chroma_url`) the worker is stateless: an empty folder, the URL and the
         published name; its cold start includes copying the index, and it is timed following the rebuild."""
         mode = "server" if chroma_url else "embedded"
@@ -445,15 +447,19 @@ class Bench:
         gold = [q for q in load_questions(Path("eval/questions.jsonl")) if q.answerable]
         with _Served(worker_dir, env=env) as server:
             cold = server.cold_start
-            path.write_text(path.read_text(encoding="utf-8") + f"\nAn added closing line changes this source ({mode}).", encoding="utf-8")
-            started = time.perf_counter()
-            rebuilt = IndexBuilder(settings, embedder=self.cached).run()
-            incremental = time.perf_counter() - started
-            while _post(server.base, "When was the treaty signed?")["index_version"] != rebuilt.version:
-                if time.perf_counter() - started > 300:
-                    raise RuntimeError(f"the worker did not follow the rebuild at {size:,} chunks ({mode})")
-                time.sleep(0.05)
-            follow = time.perf_counter() - started - incremental
+            rebuilds = []  # (seconds, embedding seconds, seconds until the worker answered from it)
+            for i in range(REBUILDS):
+                path.write_text(path.read_text(encoding="utf-8") + f"\nAn added closing line changes this source ({mode}, {i}).",
+                                encoding="utf-8")
+                started = time.perf_counter()
+                rebuilt = IndexBuilder(settings, embedder=self.cached).run()
+                incremental = time.perf_counter() - started
+                while _post(server.base, "When was the treaty signed?")["index_version"] != rebuilt.version:
+                    if time.perf_counter() - started > 300:
+                        raise RuntimeError(f"the worker did not follow the rebuild at {size:,} chunks ({mode})")
+                    time.sleep(0.05)
+                rebuilds.append((incremental, rebuilt.embedding_seconds, time.perf_counter() - started - incremental))
+            incremental, embedding, follow = (float(np.median(column)) for column in zip(*rebuilds))
             _latencies(server.base, [q.question for q in gold[:5]])
             started_all = []
             hits = sources = 0
@@ -475,7 +481,8 @@ class Bench:
         vector_bytes = sum((version_dir / f"{name}.npy").stat().st_size for name in ("chunk_vectors", "sentence_vectors"))
         self.scale.append({
             "mode": mode, "chunks": report.chunks, "build_s": round(build, 1), "build_chunks_per_s": round(report.chunks / build, 1),
-            "incremental_s": round(incremental, 2), "incremental_embedding_s": round(rebuilt.embedding_seconds, 3),
+            "incremental_s": round(incremental, 2), "incremental_max_s": round(max(r[0] for r in rebuilds), 2),
+            "incremental_embedding_s": round(embedding, 3),
             "cold_start_s": round(cold, 2), "restart_s": round(restart, 2), "follow_s": round(follow, 2),
             "query_p50_ms": round(_percentile(started_all, 50), 1),
             "query_p95_ms": round(_percentile(started_all, 95), 1), **{k: round(v) for k, v in memory.items()},
@@ -543,8 +550,10 @@ class Bench:
                      self.worker_floor.get("worker_rss_mb"), "≤ 1,024 MB at 1M" if r["mode"] == "server" else "≤ 2,560 MB at 1M", "MB")
             self.row(f"of which private to the worker at {n}, MB (floor: a worker serving the seeds)",
                      r["worker_private_mb"], self.worker_floor.get("worker_private_mb"), "—", "MB")
-            self.row(f"one-source rebuild at {n}, s (floor: its embedding)", r["incremental_s"], r["incremental_embedding_s"],
-                     "≤ floor + 3 s", "s")
+            self.row(f"one-source rebuild at {n}, s, median of {REBUILDS} (floor: its embedding)", r["incremental_s"],
+                     r["incremental_embedding_s"], "≤ floor + 3 s", "s")
+            self.row(f"one-source rebuild at {n}, s, slowest of {REBUILDS} (floor: its embedding)", r["incremental_max_s"],
+                     r["incremental_embedding_s"], "—", "s")
             self.row(f"cold start at {n}, s: the first start after its build", r["cold_start_s"], None, "≤ 4 s", "s")
             self.row(f"cold start at {n}, s: a restart", r["restart_s"], None, "≤ 4 s", "s")
             self.row(f"disk per chunk at {n}, KB (floor: its float16 vectors)", r["disk_kb_per_chunk"],
