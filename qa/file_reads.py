@@ -82,6 +82,18 @@ class FileBytes:
         except OSError:  # only a hint: a file system that refuses it is read as before
             pass
 
+    def read_into(self, ranges: list[tuple[int, int]], buffer: memoryview) -> None:
+        """The bytes of each (start, end) range, one after another, straight into `buffer` (as long
+        as they are together): no copy beyond the kernel's. A short read is retried; a file that
+        ends first raises ValueError."""
+        fd, filled = self._file.fileno(), 0
+        for start, end in ranges:
+            while start < end:
+                got = os.preadv(fd, [buffer[filled : filled + end - start]], start)
+                if not got:
+                    raise ValueError(f"{self.name} ends at byte {start}, before {end}")
+                start, filled = start + got, filled + got
+
     def read(self, at: int, size: int) -> bytes:
         """`size` bytes from `at` (fewer at the end of the file); a short read is retried."""
         parts, fd = [], self._file.fileno()
@@ -157,6 +169,17 @@ class NpyRows:
         signed = self.dtype.kind == "i"
         return [(int.from_bytes(raw[:size], order, signed=signed), int.from_bytes(raw[-size:], order, signed=signed))
                 for raw in self._file.read_many([self._range(first, last - first + 1) for first, last in pairs])]
+
+    def runs(self, runs: list[tuple[int, int]]) -> np.ndarray:
+        """The rows of each [start, stop) run, one run after another, read into one array (a query's
+        postings: no concatenation of a read per run)."""
+        for start, stop in runs:
+            if not 0 <= start <= stop <= len(self):
+                raise IndexError(f"rows {start}:{stop} are not within {len(self)} rows")
+        out = np.empty((sum(stop - start for start, stop in runs), *self._row_shape), self.dtype)
+        if out.size:  # an empty view cannot be cast to bytes
+            self._file.read_into([self._range(start, stop - start) for start, stop in runs], memoryview(out).cast("B"))
+        return out
 
     def prefetch(self, runs: list[tuple[int, int]]) -> None:
         """Ask the kernel for these [start, stop) runs of rows before they are read (`FileBytes.prefetch`)."""

@@ -97,18 +97,33 @@ class LexicalIndex:
         known = [t for t in dict.fromkeys(terms(query)) if t in self.retriever.vocab_dict]
         if not known or not self.size:
             return [], []
-        self._prefetch(known)
-        docs, scores = best(self.retriever.get_scores(known, weight_mask=mask), n)
+        docs, scores = best(self.scores(known, mask), n)
         return docs.tolist(), scores.tolist()
 
-    def _prefetch(self, known: list[str]) -> None:
-        """Each term's postings asked of the kernel before bm25s reads them term by term."""
-        scores, vocab = self.retriever.scores, self.retriever.vocab_dict
-        if len(known) > 1 and isinstance(scores["data"], NpyRows):  # read from the files (`load`), not built here
-            indptr = scores["indptr"]
-            runs = [(int(indptr[vocab[t]]), int(indptr[vocab[t] + 1])) for t in known]
-            for name in POSTINGS:
-                scores[name].prefetch(runs)
+    def scores(self, known: list[str], mask: np.ndarray | None = None) -> np.ndarray:
+        """Every text's score for these terms (each in the vocabulary, once), as bm25s's `get_scores`
+        computes it: the terms' postings summed text by text, term after term, so the same float32
+        sums. One sparse product over all the postings, read into one array, does it rather than
+        `np.add.at` a term at a time: at 1M chunks (a median 400k postings a question), 1.31-1.55 → 1.00-1.24 ms
+        a question on average."""
+        postings, dtype = self.retriever.scores, np.dtype(self.retriever.dtype)
+        indptr = postings["indptr"]
+        runs = [(int(indptr[i]), int(indptr[i + 1])) for i in map(self.retriever.vocab_dict.__getitem__, known)]
+        if isinstance(postings["data"], NpyRows):  # read from the files (`load`)
+            if len(runs) > 1:  # every run asked of the kernel before the first is read
+                for name in POSTINGS:
+                    postings[name].prefetch(runs)
+            data, indices = (postings[name].runs(runs) for name in POSTINGS)
+        else:
+            data, indices = (np.concatenate([postings[name][a:b] for a, b in runs]) for name in POSTINGS)
+        bounds = np.cumsum([0] + [b - a for a, b in runs], dtype=np.int64)
+        if bounds[-1] <= np.iinfo(indices.dtype).max:  # the postings' own type: scipy then copies none of them
+            bounds = bounds.astype(indices.dtype)
+        shape = (postings["num_docs"], len(runs))
+        summed = sp.csc_array((data, indices, bounds), shape=shape) @ np.ones(len(runs), dtype)
+        if mask is not None:
+            summed *= mask
+        return summed
 
     def knows(self, term: str) -> bool:
         return term in self.retriever.vocab_dict

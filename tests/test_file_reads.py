@@ -121,3 +121,25 @@ def test_rows_read_from_many_threads_at_once_are_each_their_own(stored):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(rows.__getitem__, keys))
     assert all(np.array_equal(g, arrays["vectors"][k]) for g, k in zip(got, keys))
+
+
+@pytest.mark.parametrize("runs", [[(3, 9)], [(40, 50), (0, 2), (5, 5), (7, 8)], [], [(0, 50), (0, 50)]])
+def test_runs_of_rows_read_into_one_array_what_numpy_slices(stored, runs):
+    folder, arrays = stored
+    for name, a in arrays.items():
+        got = NpyRows(folder / f"{name}.npy").runs(runs)
+        wanted = np.concatenate([a[start:stop] for start, stop in runs]) if runs else a[:0]
+        assert got.dtype == a.dtype and np.array_equal(got, wanted)
+
+
+def test_runs_out_of_range_or_past_a_truncated_end_raise(stored):
+    folder, _ = stored
+    rows = NpyRows(folder / "offsets.npy")
+    for bad in ([(0, 52)], [(-1, 3)], [(9, 8)]):
+        with pytest.raises(IndexError):
+            rows.runs(bad)
+    path = folder / "offsets.npy"
+    os.truncate(path, path.stat().st_size - 16)  # the file shrinks under an open reader: two rows gone
+    assert np.array_equal(rows.runs([(0, 49)]), np.cumsum(np.arange(51))[:49])
+    with pytest.raises(ValueError, match="ends at byte"):
+        rows.runs([(40, 51)])

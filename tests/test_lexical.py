@@ -105,3 +105,24 @@ def test_best_is_the_top_n_of_the_whole_array_with_ties_in_index_order(size, pos
 def test_best_of_nothing_is_nothing():
     scores = np.array([0.0, 2.0, 1.0], np.float32)
     assert [a.tolist() for a in best(scores, 0)] == [[], []] and best(scores, 5)[0].tolist() == [1, 2]
+
+
+def test_scores_are_bm25s_own_sums_in_memory_and_read_from_files(tmp_path):
+    """The sparse product over a query's postings gives bm25s's `get_scores` float32 sums exactly,
+    with and without a mask, for an index built here and one read term by term from its files."""
+    import random
+
+    rng = random.Random(3)
+    words = ["treaty", "oil", "field", "signed", "moscow", "caracas", "bridge", "energy", "loan", "port", "grain"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(400)] + TEXTS
+    built = LexicalIndex.build(texts)
+    built.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path, built.size)
+    mask = np.array([rng.random() < 0.5 for _ in texts], dtype=np.float32)
+    for question in ("treaty signed in Moscow", "oil field oil", "grain port loan energy bridge", "Zulia"):
+        known = [t for t in dict.fromkeys(terms(question)) if built.knows(t)]
+        for index in (built, loaded):
+            for weights in (None, mask):
+                ours, theirs = index.scores(known, weights), index.retriever.get_scores(known, weight_mask=weights)
+                assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+                assert weights is not None or ours.any()
