@@ -29,6 +29,11 @@ from qa.file_reads import NpyRows
 POSTINGS = ("data", "indices")  # bm25s's score matrix (CSC): each term's scores and their texts
 
 
+class DamagedPostings(ValueError):
+    """A version's BM25 postings are not what its index says (a file cut short or overwritten under
+    a worker that loaded it); the message names the fix."""
+
+
 @cache
 def scoring_fingerprint() -> str:
     """What a version's stored score matrix (`bm25/`) depends on beyond its counts: this module and
@@ -83,8 +88,8 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path, size: int) -> "LexicalIndex":
-        # bm25s slices a query term's postings out of `data` and `indices`: read as they are asked for
-        # (`qa.file_reads`), every worker shares them in the page cache. `indptr` (a row per term) is held.
+        # A question's postings are read out of `data` and `indices` as it asks for them (`scores`,
+        # `qa.file_reads`): every worker shares them in the page cache. `indptr` (a row per term) is held.
         retriever = bm25s.BM25.load(str(folder), show_progress=False, mmap=True)
         retriever.scores = {**retriever.scores, "indptr": np.array(retriever.scores["indptr"]),
                             **{k: NpyRows(folder / f"{k}.csc.index.npy") for k in POSTINGS}}
@@ -105,22 +110,34 @@ class LexicalIndex:
         computes it: the terms' postings summed text by text, term after term, so the same float32
         sums. One sparse product over all the postings, read into one array, does it rather than
         `np.add.at` a term at a time: at 1M chunks (a median 400k postings a question), 1.31-1.55 → 1.00-1.24 ms
-        a question on average."""
+        a question on average. (bm25s's default method, the one built here, adds no score for absent terms.)
+        Raises DamagedPostings when the postings read are not a valid matrix: scipy's product would
+        write outside the array."""
         postings, dtype = self.retriever.scores, np.dtype(self.retriever.dtype)
+        n_docs = postings["num_docs"]
+        if not known:
+            return np.zeros(n_docs, dtype)
         indptr = postings["indptr"]
         runs = [(int(indptr[i]), int(indptr[i + 1])) for i in map(self.retriever.vocab_dict.__getitem__, known)]
         if isinstance(postings["data"], NpyRows):  # read from the files (`load`)
             if len(runs) > 1:  # every run asked of the kernel before the first is read
                 for name in POSTINGS:
                     postings[name].prefetch(runs)
-            data, indices = (postings[name].runs(runs) for name in POSTINGS)
+            try:
+                data, indices = (postings[name].runs(runs) for name in POSTINGS)
+            except (ValueError, IndexError) as err:  # a file cut short, or an `indptr` past its end
+                raise DamagedPostings(f"the BM25 postings of this index version cannot be read ({err}); "
+                                      "run `qa index --full` to rebuild it") from err
         else:
             data, indices = (np.concatenate([postings[name][a:b] for a, b in runs]) for name in POSTINGS)
+        # One pass as unsigned: a negative text number reads as a huge one.
+        if len(indices) and indices.view(indices.dtype.str.replace("i", "u")).max() >= n_docs:
+            raise DamagedPostings("the BM25 postings of this index version name texts it does not hold; "
+                                  "run `qa index --full` to rebuild it")
         bounds = np.cumsum([0] + [b - a for a, b in runs], dtype=np.int64)
         if bounds[-1] <= np.iinfo(indices.dtype).max:  # the postings' own type: scipy then copies none of them
             bounds = bounds.astype(indices.dtype)
-        shape = (postings["num_docs"], len(runs))
-        summed = sp.csc_array((data, indices, bounds), shape=shape) @ np.ones(len(runs), dtype)
+        summed = sp.csc_array((data, indices, bounds), shape=(n_docs, len(runs))) @ np.ones(len(runs), dtype)
         if mask is not None:
             summed *= mask
         return summed

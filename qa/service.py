@@ -31,6 +31,7 @@ from qa.data import Answer, Citation
 from qa.embedding import Embedder, ModelError
 from qa.filters import Scope, Selection
 from qa.indexing import IndexUnavailable, LoadedIndex, current_version, load_index, mirror_version
+from qa.lexical import DamagedPostings
 from qa.published import Follower
 from qa.ranker import RankerError
 from qa.recency import Sort, newest_first, prefer_recent
@@ -294,7 +295,7 @@ class QAService:
                 if sort == "newest":
                     answer = newest_first(index, answer)
                 return Asked(answer, cite(index, answer), selection)
-            except (StoreError, RankerError, DamagedSource) as err:  # also a store that failed to open in the background
+            except (StoreError, RankerError, DamagedSource, DamagedPostings) as err:  # also a store that failed to open in the background
                 raise ServiceUnavailable(str(err)) from err
 
     def ask(self, question: str, k: int, scope: Scope = Scope(), sort: Sort = "relevance") -> dict:

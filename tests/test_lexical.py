@@ -1,4 +1,6 @@
 """BM25 analysis across scripts: unspaced Chinese and Japanese become searchable."""
+import os
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,59 @@ def test_scores_are_bm25s_own_sums_in_memory_and_read_from_files(tmp_path):
                 ours, theirs = index.scores(known, weights), index.retriever.get_scores(known, weight_mask=weights)
                 assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
                 assert weights is not None or ours.any()
+
+
+def _saved(tmp_path):
+    built = LexicalIndex.build(TEXTS + ["the treaty of oil fields"] * 40)
+    built.save(tmp_path)
+    return built, tmp_path / "indices.csc.index.npy"
+
+
+def test_no_terms_score_nothing_in_memory_or_from_files(tmp_path):
+    built, _ = _saved(tmp_path)
+    for index in (built, LexicalIndex.load(tmp_path, built.size)):
+        assert index.scores([]).shape == (built.size,) and not index.scores([]).any()
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated"])
+def test_postings_damaged_under_a_loaded_index_raise_a_clear_error_not_a_crash(tmp_path, damage):
+    """scipy's product does not check the text numbers it is given: a damaged file must be caught first."""
+    from qa.lexical import DamagedPostings
+
+    built, path = _saved(tmp_path)
+    loaded = LexicalIndex.load(tmp_path, built.size)
+    known = [t for t in terms("treaty oil fields") if loaded.knows(t)]
+    assert loaded.search("treaty oil fields", 3)[0]
+    size = path.stat().st_size
+    if damage == "overwritten":  # the same length, every text number past the end
+        with path.open("r+b") as f:
+            f.seek(size - 4 * 60)
+            f.write(np.full(60, 10_000, np.int32).tobytes())
+    else:
+        os.truncate(path, size - 4 * 60)
+    with pytest.raises(DamagedPostings, match="qa index --full"):
+        loaded.scores(known)
+
+
+def test_a_question_on_damaged_postings_is_a_503_that_names_the_fix(seed_index, embedder, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from qa.service import QAService, ServiceUnavailable
+
+    settings = replace(seed_index, index_dir=tmp_path / "index")
+    shutil.copytree(seed_index.index_dir, settings.index_dir, ignore=shutil.ignore_patterns("leases"))
+    service = QAService(settings, embedder=embedder)
+    index = service.index()
+    try:
+        assert service.answer("When was the treaty signed?", 5).answer.hits
+        path = settings.index_dir / "versions" / index.version / "bm25" / "indices.csc.index.npy"
+        indptr, vocab = index.lexical.retriever.scores["indptr"], index.lexical.retriever.vocab_dict
+        postings = np.load(path, mmap_mode="r+")  # under the loaded version: its checksums were checked at load
+        postings[indptr[vocab["moscow"]] : indptr[vocab["moscow"] + 1]] = -5
+        postings.flush()
+        del postings
+        with pytest.raises(ServiceUnavailable, match="BM25 postings .* `qa index --full`"):
+            service.answer("When was the treaty signed in Moscow?", 5)
+    finally:
+        index.close()
