@@ -86,8 +86,8 @@ class FileBytes:
         """The bytes of each (start, end) range, one after another, straight into `buffer` (as long
         as they are together): no copy beyond the kernel's. A short read is retried; a file that
         ends first raises ValueError."""
-        if buffer.nbytes != sum(end - start for start, end in ranges):
-            raise ValueError(f"a buffer of {buffer.nbytes} bytes for ranges of {sum(end - start for start, end in ranges)}")
+        if buffer.nbytes != (wanted := sum(end - start for start, end in ranges)):
+            raise ValueError(f"a buffer of {buffer.nbytes} bytes for ranges of {wanted}")
         fd, filled = self._file.fileno(), 0
         for start, end in ranges:
             while start < end:

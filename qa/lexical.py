@@ -25,6 +25,7 @@ from bm25s.scoring import _build_idf_array, _select_idf_scorer, _select_tfc_scor
 
 from qa.analysis import TermCounts, terms
 from qa.file_reads import NpyRows
+from qa.versions import FULL_REBUILD_HINT
 
 POSTINGS = ("data", "indices")  # bm25s's score matrix (CSC): each term's scores and their texts
 
@@ -126,14 +127,12 @@ class LexicalIndex:
             try:
                 data, indices = (postings[name].runs(runs) for name in POSTINGS)
             except (ValueError, IndexError) as err:  # a file cut short, or an `indptr` past its end
-                raise DamagedPostings(f"the BM25 postings of this index version cannot be read ({err}); "
-                                      "run `qa index --full` to rebuild it") from err
+                raise DamagedPostings(f"the BM25 postings of this index version cannot be read ({err}); {FULL_REBUILD_HINT}") from err
         else:
             data, indices = (np.concatenate([postings[name][a:b] for a, b in runs]) for name in POSTINGS)
         # One pass as unsigned: a negative text number reads as a huge one.
         if len(indices) and indices.view(indices.dtype.str.replace("i", "u")).max() >= n_docs:
-            raise DamagedPostings("the BM25 postings of this index version name texts it does not hold; "
-                                  "run `qa index --full` to rebuild it")
+            raise DamagedPostings(f"the BM25 postings of this index version name texts it does not hold; {FULL_REBUILD_HINT}")
         bounds = np.cumsum([0] + [b - a for a, b in runs], dtype=np.int64)
         if bounds[-1] <= np.iinfo(indices.dtype).max:  # the postings' own type: scipy then copies none of them
             bounds = bounds.astype(indices.dtype)
