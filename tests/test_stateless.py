@@ -225,3 +225,63 @@ def test_a_worker_takes_the_published_readings_of_its_code_and_makes_other_codes
         m.setattr(indexing, "_read_stored", lambda *a: pytest.fail("a published reading of this code was made again"))
         fresh = QAService(_settings(chroma_server, index_dir=tmp_path / "fresh", chroma_index=first.published), embedder=embedder)
         assert fresh.index().readings is not None and files(fresh.settings) == files(local)
+
+
+def test_a_worker_scores_bm25_from_the_published_counts_of_its_analysis_and_counts_other_analyses_anew(
+        chroma_server, sources_copy, tmp_path, embedder, monkeypatch):
+    from qa.analysis import TermCounts
+
+    queries = ["treaty law October", "lunar mining research", "Moscow Caracas energy cooperation 2025"]
+
+    def ranked(settings) -> list:
+        index = load_index(settings)
+        try:
+            return [index.lexical.search(q, 10) for q in queries]
+        finally:
+            index.close()
+
+    local = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "local"})
+    IndexBuilder(local, embedder=embedder).run()
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    with monkeypatch.context() as m:  # counted by another analysis (another stemmer, say): not taken
+        m.setattr(indexing, "analysis_fingerprint", lambda: "older analysis")
+        first = IndexBuilder(build, embedder=embedder).run()
+    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "worker", chroma_index=first.published), embedder=embedder)
+    worker.index()
+    assert ranked(worker.settings) == ranked(local)
+
+    IndexBuilder(build, embedder=embedder).run(full=True)  # this analysis's counts, published with new payloads
+    with monkeypatch.context() as m:
+        m.setattr(TermCounts, "of", lambda *a: pytest.fail("a worker counted a text whose published counts it can use"))
+        fresh = QAService(_settings(chroma_server, index_dir=tmp_path / "fresh", chroma_index=first.published), embedder=embedder)
+        fresh.index()
+    assert ranked(fresh.settings) == ranked(local)
+
+
+def test_a_payload_comes_back_as_it_went_and_a_damaged_one_is_refused():
+    import base64
+    import io
+    import zlib
+
+    from qa.published import decode_payload, encode_payload
+
+    entries = {"rows": np.arange(10, dtype=np.int64).reshape(5, 2), "vectors": np.linspace(-1, 1, 7 * 4).astype(np.float16).reshape(7, 4),
+               "line": "Caracas, 7 May 2025 — ünïcode\n".encode(), "none": np.zeros((0, 2), np.int32), "empty": b""}
+    back = decode_payload(encode_payload(entries))
+    assert list(back) == list(entries)
+    for name, value in entries.items():
+        expected = np.frombuffer(value, np.uint8) if isinstance(value, bytes) else value
+        assert back[name].dtype == expected.dtype and back[name].shape == expected.shape and np.array_equal(back[name], expected)
+    assert back["rows"].flags.writeable  # as np.load's arrays
+
+    buffer = io.BytesIO()  # a payload an earlier build published (.npz) is read as before
+    np.savez_compressed(buffer, rows=entries["rows"])
+    assert np.array_equal(decode_payload(base64.b64encode(buffer.getvalue()).decode())["rows"], entries["rows"])
+
+    raw = zlib.decompress(base64.b64decode(encode_payload(entries)))
+    damaged = [encode_payload(entries)[:-12], base64.b64encode(b"not a payload").decode()] + [
+        base64.b64encode(zlib.compress(changed)).decode()
+        for changed in (raw + b"x", raw[:-1], raw.replace(b'"<i8"', b'"|O"', 1), raw.replace(b"qa-payload-1", b"qa-payload-X"))]
+    for text in damaged:
+        with pytest.raises(ValueError):
+            decode_payload(text)
