@@ -98,9 +98,12 @@ def decode_payload(text: str) -> dict[str, np.ndarray]:
     buffer = bytearray(raw)  # writable arrays, as np.load gives
     at, out = newline + 1, {}
     for name, dtype, shape in json.loads(raw[len(PAYLOAD_MAGIC) : newline]):
-        dtype = np.dtype(dtype)
-        if not all(isinstance(n, int) and n >= 0 for n in shape):
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             raise ValueError(f"a published payload's {name} has no shape")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"a published payload's {name} names no dtype ({dtype!r})") from None
         if dtype.hasobject:
             raise ValueError(f"a published payload's {name} is not plain values")
         size = math.prod(shape) * dtype.itemsize

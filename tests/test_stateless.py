@@ -281,7 +281,8 @@ def test_a_payload_comes_back_as_it_went_and_a_damaged_one_is_refused():
     raw = zlib.decompress(base64.b64decode(encode_payload(entries)))
     damaged = [encode_payload(entries)[:-12], base64.b64encode(b"not a payload").decode()] + [
         base64.b64encode(zlib.compress(changed)).decode()
-        for changed in (raw + b"x", raw[:-1], raw.replace(b'"<i8"', b'"|O"', 1), raw.replace(b"qa-payload-1", b"qa-payload-X"))]
+        for changed in (raw + b"x", raw[:-1], raw.replace(b'"<i8"', b'"|O"', 1), raw.replace(b"qa-payload-1", b"qa-payload-X"),
+            raw.replace(b'"<i8"', b'"no dtype"', 1), raw.replace(b"[5, 2]", b"[5, -2]", 1))]
     for text in damaged:
         with pytest.raises(ValueError):
             decode_payload(text)
