@@ -975,7 +975,8 @@ def _published_counts(arrays: dict[str, np.ndarray], chunks: int, vocabulary: di
         return None
     blob, rows, ids, counts = found
     local = blob.tobytes().decode("utf-8").split("\n") if blob.size else []
-    if (len(set(local)) != len(local) or rows.shape != (chunks + 1,) or ids.ndim != 1 or ids.shape != counts.shape
+    if (len(set(local)) != len(local) or any(a.dtype.kind not in "iu" for a in (rows, ids, counts))
+            or rows.shape != (chunks + 1,) or ids.ndim != 1 or ids.shape != counts.shape
             or rows[0] != 0 or rows[-1] != len(ids) or (np.diff(rows) < 0).any()
             or (len(ids) and (ids.min() < 0 or ids.max() >= len(local))) or (counts <= 0).any()):
         return None

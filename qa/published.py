@@ -97,7 +97,10 @@ def decode_payload(text: str) -> dict[str, np.ndarray]:
         raise ValueError("a published payload does not start with its header")
     buffer = bytearray(raw)  # writable arrays, as np.load gives
     at, out = newline + 1, {}
-    for name, dtype, shape in json.loads(raw[len(PAYLOAD_MAGIC) : newline]):
+    header = json.loads(raw[len(PAYLOAD_MAGIC) : newline])
+    if not isinstance(header, list) or not all(isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) for e in header):
+        raise ValueError("a published payload's header does not list its arrays")
+    for name, dtype, shape in header:
         if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             raise ValueError(f"a published payload's {name} has no shape")
         try:

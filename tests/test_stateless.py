@@ -282,7 +282,27 @@ def test_a_payload_comes_back_as_it_went_and_a_damaged_one_is_refused():
     damaged = [encode_payload(entries)[:-12], base64.b64encode(b"not a payload").decode()] + [
         base64.b64encode(zlib.compress(changed)).decode()
         for changed in (raw + b"x", raw[:-1], raw.replace(b'"<i8"', b'"|O"', 1), raw.replace(b"qa-payload-1", b"qa-payload-X"),
-            raw.replace(b'"<i8"', b'"no dtype"', 1), raw.replace(b"[5, 2]", b"[5, -2]", 1))]
+            raw.replace(b'"<i8"', b'"no dtype"', 1), raw.replace(b"[5, 2]", b"[5, -2]", 1),
+            raw.replace(b'[["rows", "<i8", [5, 2]]', b'[["rows", "<i8"]', 1), raw.replace(b'[["rows"', b'[[7', 1))]
     for text in damaged:
         with pytest.raises(ValueError):
             decode_payload(text)
+
+
+def test_published_counts_that_do_not_fit_their_chunks_are_not_used():
+    from qa.analysis import TermCounts, analysis_fingerprint
+
+    counts = TermCounts.of(["the treaty was signed", "oil fields and the treaty"], {})
+    entries = indexing._term_entries(counts)
+
+    def published(**changed) -> dict:
+        arrays = {name: np.frombuffer(v, np.uint8) if isinstance(v, bytes) else v for name, v in {**entries, **changed}.items()}
+        return indexing._published_counts(arrays, 2, {}, [])
+
+    taken = published()
+    assert taken is not None and [taken.vocabulary[i] for i in taken.ids] == [counts.vocabulary[i] for i in counts.ids]
+    assert entries["lexical"] == analysis_fingerprint().encode()
+    for changed in ({"term_ids": entries["term_ids"].astype(np.float64)}, {"term_counts": entries["term_counts"] - 0.5},
+                    {"term_rows": entries["term_rows"][:-1]}, {"term_counts": np.zeros_like(entries["term_counts"])},
+                    {"term_ids": entries["term_ids"] + 100}, {"lexical": b"another analysis"}):
+        assert published(**changed) is None, changed
