@@ -55,9 +55,13 @@ class ChunkTable(Sequence[Chunk]):
         if not -len(self) <= position < len(self):
             raise IndexError(position)
         position %= len(self)
-        sid = self.source_ids[int(self.source_of[position])]
         lo, hi = self.chunk_rows[position].tolist()
-        sentences = tuple(map(tuple, self.sentence_spans[lo:hi].tolist()))
+        return self.with_sentences(position, tuple(map(tuple, self.sentence_spans[lo:hi].tolist())))
+
+    def with_sentences(self, position: int, sentences: tuple[tuple[int, int], ...]) -> Chunk:
+        """The chunk at `position` (0 ≤ position < len) from its sentence spans, which the caller has
+        read already (ranking has): its rows are not read again."""
+        sid = self.source_ids[int(self.source_of[position])]
         start, end = sentences[0][0], sentences[-1][1]
         return Chunk(id=self.chunk_id(position), source_id=sid, start=start, end=end,
                      text=self.sources[sid].text[start:end], sentences=sentences)

@@ -175,9 +175,12 @@ class Embedder:
                 self._questions = queue.SimpleQueue()
                 self._batcher_pid = os.getpid()
                 threading.Thread(target=self._batch_questions, args=(self._questions,), name="qa-encoder", daemon=True).start()
-        slot: dict = {"text": text, "done": threading.Event()}
+        # A lock held until the encoder releases it: a cheaper hand-over than an Event's condition.
+        done = threading.Lock()
+        done.acquire()
+        slot: dict = {"text": text, "done": done}
         self._questions.put(slot)
-        slot["done"].wait()
+        done.acquire()
         if "error" in slot:
             raise slot["error"]
         return slot["vector"]
@@ -195,8 +198,8 @@ class Embedder:
             except Exception as err:  # handed to every waiting caller; the thread lives on
                 for slot in batch:
                     slot["error"] = err
-                    slot["done"].set()
+                    slot["done"].release()
                 continue
             for slot, vector in zip(batch, vectors):
                 slot["vector"] = vector
-                slot["done"].set()
+                slot["done"].release()

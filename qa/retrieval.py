@@ -53,9 +53,10 @@ SIGNALS: dict[str, tuple[str, ...]] = {
 }
 FEATURES = tuple(f for group in SIGNALS.values() for f in group)
 COLUMN = {f: i for i, f in enumerate(FEATURES)}
-WORD_FEATURES = ("chunk_coverage", "sentence_coverage", "sentence_context_coverage", "constraints_chunk",
-                 "constraints_sentence", "constraints_sentence_context", "conflict_chunk", "conflict_sentence",
-                 "type_sentence", "type_chunk", "short_sentence")
+# Word, constraint and type signals: a passage's (each of its sentence rows repeats them) and a sentence's own.
+PASSAGE_WORD_FEATURES = ("chunk_coverage", "constraints_chunk", "conflict_chunk", "type_chunk")
+SENTENCE_WORD_FEATURES = ("sentence_coverage", "sentence_context_coverage", "constraints_sentence",
+                          "constraints_sentence_context", "conflict_sentence", "type_sentence", "short_sentence")
 # The abstention model's input: how the best (passage, sentence) row reads — does it meet what the
 # question asks (its years and numbers, the kind of answer, its rare terms and names) — and what the pool
 # as a whole holds.
@@ -138,9 +139,11 @@ class Retriever:
 
         hits: list[Hit] = []
         kept: list[int] = []
+        first_row = np.searchsorted(pool.row_chunk, np.arange(len(pool.positions) + 1)).tolist()  # a passage's rows lie together
         for c in order:
             r = best_row[c]
-            hit = Hit(chunk=index.chunks[pool.positions[c]], score=float(chunk_scores[c]),
+            chunk = index.chunks.with_sentences(pool.positions[c], tuple(pool.row_span[first_row[c]:first_row[c + 1]]))
+            hit = Hit(chunk=chunk, score=float(chunk_scores[c]),
                       relevance=float(sentence_cos[r]), highlight=pool.row_span[r])
             if any(self._duplicates(pool, hit, c, h, other) for h, other in zip(hits, kept)):
                 continue
@@ -189,8 +192,9 @@ class Retriever:
         for rank, p in enumerate(dense):
             dense_rank[slot[p]] = 1.0 / (rank + 1)
 
-        # Word, constraint and type signals, one tuple per sentence row, in WORD_FEATURES order.
-        rows: list[tuple[float, ...]] = []
+        # Built as flat lists of Python floats: numpy converts those much faster than a tuple a row.
+        passage_words: list[float] = []  # PASSAGE_WORD_FEATURES, a passage after another
+        sentence_words: list[float] = []  # SENTENCE_WORD_FEATURES, a sentence row after another
         row_facts: list[SentenceFacts] = []
         passages: list[SentenceFacts] = []
         name_coverage = np.ones(len(positions))
@@ -200,23 +204,22 @@ class Retriever:
         for c, (facts, passage, context) in enumerate(self.readings.passages(index, positions)):
             passages.append(passage)
             met_c, conflict_c = agreement(asks, TextFacts(passage.facts.marks | context.facts.marks, passage.facts.types))
-            type_c = float(bool(passage.facts.types & type_bit))
-            chunk_coverage = coverage(passage.terms | context.terms)
+            passage_words += (coverage(passage.terms | context.terms), met_c, conflict_c, float(bool(passage.facts.types & type_bit)))
             if names:
                 name_coverage[c] = len(names & (passage.terms | context.terms)) / len(names)
             heading_terms, heading_marks = context.terms & q_set, context.facts.marks & asked
             row_facts.extend(facts)
-            for sentence in facts:
-                met_s, conflict_s = agreement(asks, sentence.facts)
+            for sentence in facts:  # the sentence read under its heading: "It carried 4 instruments" below "Mission II"
                 own = sentence.terms & q_set
-                # The sentence read under its heading: "It carried 4 instruments" below "Mission II".
-                rows.append((chunk_coverage, coverage(own), coverage(own | heading_terms), met_c, met_s,
-                             len((sentence.facts.marks & asked) | heading_marks) / n_asked, conflict_c, conflict_s,
-                             float(bool(sentence.facts.types & type_bit)), type_c, float(len(sentence.terms) < 4)))
+                met_s, conflict_s = agreement(asks, sentence.facts)
+                sentence_words += (coverage(own), coverage(own | heading_terms), met_s,
+                                   len((sentence.facts.marks & asked) | heading_marks) / n_asked, conflict_s,
+                                   float(bool(sentence.facts.types & type_bit)), float(len(sentence.terms) < 4))
         rc = np.asarray(row_chunk, dtype=np.int64)
         features = np.zeros((len(rc), len(FEATURES)))
         if len(rc):
-            features[:, [COLUMN[f] for f in WORD_FEATURES]] = np.asarray(rows)
+            features[:, [COLUMN[f] for f in PASSAGE_WORD_FEATURES]] = np.array(passage_words).reshape(-1, len(PASSAGE_WORD_FEATURES))[rc]
+            features[:, [COLUMN[f] for f in SENTENCE_WORD_FEATURES]] = np.array(sentence_words).reshape(-1, len(SENTENCE_WORD_FEATURES))
             features[:, COLUMN["chunk_cos"]] = chunk_cos[rc]
             features[:, COLUMN["chunk_cos_gap"]] = chunk_cos[rc] - chunk_cos.max()
             features[:, COLUMN["sentence_cos"]] = sentence_cos
@@ -282,9 +285,10 @@ class Retriever:
                 return True
             return b.start <= hit.highlight[0] and hit.highlight[1] <= b.end
         x, y = pool.chunk_facts[slot], pool.chunk_facts[kept_slot]
-        if len(x.terms & y.terms) / max(1, len(x.terms | y.terms)) <= self.duplicate_jaccard:
+        if x.facts.marks != y.facts.marks:  # the cheaper test first
             return False
-        return x.facts.marks == y.facts.marks
+        shared = len(x.terms & y.terms)
+        return shared / max(1, len(x.terms) + len(y.terms) - shared) > self.duplicate_jaccard
 
 
 def best_per_passage(pool: Candidates, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,7 @@
 """Encoder runtimes (QA_BACKEND), devices (QA_DEVICE) and which index a backend may query."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 import shutil
@@ -93,6 +94,20 @@ def test_onnx_w8_embeds_passages_as_onnx_does_and_questions_with_8_bit_weights(t
     # Every weight matrix quantized (6 layers: query, key, value, output, 2 feed-forward); attention's own products stay.
     assert ops["w8"]["MatMulNBits"] == ops["onnx"]["MatMul"] - ops["w8"]["MatMul"] == 36
     assert w8.space == torch_embedder.space  # it queries an index embedded by torch or onnx
+
+
+def test_questions_asked_together_from_many_threads_each_get_their_own_vector_or_error(torch_embedder, w8_cache):
+    w8 = Embedder(torch_embedder.model_path, backend="onnx-w8", cache_dir=w8_cache)
+    questions = [f"What did report number {i} say about the treaty?" for i in range(24)]
+    alone = w8.encode_questions(questions)
+    with ThreadPoolExecutor(12) as pool:  # more callers than the batcher takes at once: several batches
+        together = list(pool.map(w8.encode_question, questions))
+    assert all(np.allclose(v, a, atol=1e-5) for v, a in zip(together, alone))
+    assert len({v.tobytes() for v in together}) == len(questions)
+    w8.question_model.session = None  # every model call now fails: each waiting caller gets the error
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(w8.encode_question, q) for q in questions[:6]]
+        assert all(isinstance(f.exception(timeout=60), AttributeError) for f in futures)
 
 
 def test_a_worker_on_onnx_w8_loads_only_the_question_model(torch_embedder, w8_cache):

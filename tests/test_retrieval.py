@@ -1,4 +1,5 @@
-"""What a passage is read under: a plain-text article's first line stands for its title."""
+"""What a passage is read under (a plain-text article's first line stands for its title), which
+near-copies are folded away, and the chunks hits carry."""
 from qa.config import Settings
 from qa.indexing import IndexBuilder, load_index
 from qa.retrieval import Retriever
@@ -25,3 +26,39 @@ def test_a_deep_passage_is_read_under_the_articles_first_line(tmp_path, embedder
         top = retriever.run(index, question, k=3).hits[0]
         assert top.chunk.source_id == source and year in top.chunk.text
     assert index.sources["a"].meta.title is None  # ranking reads the first line; citations never claim it
+
+
+def test_a_near_copy_in_another_source_is_folded_only_when_it_states_the_same_figures(tmp_path, embedder):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    report = ("The Ostrevik Chamber Choir opened its new concert hall on the northern quay in {year}, "
+              "after four years of building work paid for by the city council and private donors.")
+    # a and b carry the same report; c the same words with another year: another fact, never folded away.
+    for name, year in [("a", 1912), ("b", 1912), ("c", 1913)]:
+        (folder / f"{name}.txt").write_text(f"Report {name}\n\n{report.format(year=year)}\n", encoding="utf-8")
+    settings = Settings.from_env({"sources_dir": folder, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    index = load_index(settings)
+    try:
+        hits = Retriever(embedder).run(index, "When did the Ostrevik Chamber Choir open its concert hall?", k=5).hits
+        sources = [h.chunk.source_id for h in hits]
+        assert sorted(sources) in (["a", "c"], ["b", "c"]), sources
+    finally:
+        index.close()
+
+
+def test_a_hits_chunk_is_the_one_the_table_reads(seed_index, embedder):
+    """Ranking makes its hits' chunks from the sentence rows it has read: they must be the table's."""
+    index = load_index(seed_index)
+    try:
+        retriever = Retriever(embedder)
+        checked = 0
+        for question in ("When was the treaty signed?", "Who ratified the agreement?", "What does the treaty cover?",
+                         "Which sanctions were mentioned?", "How long is the treaty valid?"):
+            for hit in retriever.run(index, question, k=10).hits:
+                assert hit.chunk == index.chunks[index.position[hit.chunk.id]]
+                assert hit.chunk.start <= hit.highlight[0] < hit.highlight[1] <= hit.chunk.end
+                checked += 1
+        assert checked >= 30
+    finally:
+        index.close()
