@@ -165,12 +165,14 @@ class Retriever:
         q_terms = list(dict.fromkeys(analyze(question)))  # each term once: "x x x … x" costs one lookup
         idf = index.lexical.idf(q_terms) if q_terms else np.zeros(0)
         idf_total = float(idf.sum())
-        weight = dict(zip(q_terms, idf / idf_total if idf_total else idf))
+        weights = list(zip(q_terms, (idf / idf_total if idf_total else idf).tolist()))
         q_set = frozenset(q_terms)
         names = frozenset(analyze(" ".join(NAME.findall(question))))
 
-        def coverage(words: frozenset[str]) -> float:  # words: or already the question terms they hold
-            return sum(map(weight.__getitem__, words & q_set))
+        def coverage(words: frozenset[str], more: frozenset[str] = frozenset()) -> float:
+            """Weight of the question's terms in `words` or `more`, added in the question's order: in set
+            order the last bit would depend on the process's hash seed, and two workers could differ."""
+            return sum(w for t, w in weights if t in words or t in more)
 
         chunk_cos = index.chunk_vectors[positions] @ query if positions else np.zeros(0)
         row_chunk: list[int] = []
@@ -204,15 +206,14 @@ class Retriever:
         for c, (facts, passage, context) in enumerate(self.readings.passages(index, positions)):
             passages.append(passage)
             met_c, conflict_c = agreement(asks, TextFacts(passage.facts.marks | context.facts.marks, passage.facts.types))
-            passage_words += (coverage(passage.terms | context.terms), met_c, conflict_c, float(bool(passage.facts.types & type_bit)))
+            passage_words += (coverage(passage.terms, context.terms), met_c, conflict_c, float(bool(passage.facts.types & type_bit)))
             if names:
                 name_coverage[c] = len(names & (passage.terms | context.terms)) / len(names)
             heading_terms, heading_marks = context.terms & q_set, context.facts.marks & asked
             row_facts.extend(facts)
             for sentence in facts:  # the sentence read under its heading: "It carried 4 instruments" below "Mission II"
-                own = sentence.terms & q_set
                 met_s, conflict_s = agreement(asks, sentence.facts)
-                sentence_words += (coverage(own), coverage(own | heading_terms), met_s,
+                sentence_words += (coverage(sentence.terms), coverage(sentence.terms, heading_terms), met_s,
                                    len((sentence.facts.marks & asked) | heading_marks) / n_asked, conflict_s,
                                    float(bool(sentence.facts.types & type_bit)), float(len(sentence.terms) < 4))
         rc = np.asarray(row_chunk, dtype=np.int64)

@@ -1,5 +1,9 @@
 """What a passage is read under (a plain-text article's first line stands for its title), which
-near-copies are folded away, and the chunks hits carry."""
+near-copies are folded away, the chunks hits carry, and signals that do not depend on the process."""
+import os
+import subprocess
+import sys
+
 from qa.config import Settings
 from qa.indexing import IndexBuilder, load_index
 from qa.retrieval import Retriever
@@ -62,3 +66,30 @@ def test_a_hits_chunk_is_the_one_the_table_reads(seed_index, embedder):
         assert checked >= 30
     finally:
         index.close()
+
+
+FEATURES_OF = """
+import hashlib, sys
+from qa.config import Settings
+from qa.indexing import load_index
+from qa.retrieval import Retriever
+settings = Settings.from_env()
+index = load_index(settings)
+retriever = Retriever(__import__("qa.embedding", fromlist=["Embedder"]).Embedder.for_settings(settings))
+for question in sys.argv[1:]:
+    pool = retriever.pool(index, question, retriever.embedder.encode_question(question), 40)
+    print(hashlib.sha256(pool.features.tobytes() + pool.question.tobytes()).hexdigest())
+"""
+
+
+def test_two_workers_compute_the_same_signals_bit_for_bit_whatever_their_hash_seeds(seed_index):
+    """Sets iterate in an order each process's hash seed picks: no signal may depend on it, or two
+    workers behind one address could rank the same question differently."""
+    questions = ["When did Maduro enact the treaty law?", "Which areas of cooperation does the treaty cover?",
+                 "Who signed the strategic partnership treaty in Moscow?"]
+    runs = [subprocess.run([sys.executable, "-c", FEATURES_OF, *questions], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONHASHSEED": seed, "QA_INDEX": str(seed_index.index_dir)})
+            for seed in ("1", "2", "3")]
+    assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+    hashes = [r.stdout.split() for r in runs]
+    assert len(hashes[0]) == len(questions) and hashes[0] == hashes[1] == hashes[2]
