@@ -71,11 +71,12 @@ def test_a_hits_chunk_is_the_one_the_table_reads(seed_index, embedder):
 FEATURES_OF = """
 import hashlib, sys
 from qa.config import Settings
+from qa.embedding import Embedder
 from qa.indexing import load_index
 from qa.retrieval import Retriever
 settings = Settings.from_env()
 index = load_index(settings)
-retriever = Retriever(__import__("qa.embedding", fromlist=["Embedder"]).Embedder.for_settings(settings))
+retriever = Retriever(Embedder.for_settings(settings))
 for question in sys.argv[1:]:
     pool = retriever.pool(index, question, retriever.embedder.encode_question(question), 40)
     print(hashlib.sha256(pool.features.tobytes() + pool.question.tobytes()).hexdigest())
