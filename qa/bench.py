@@ -462,6 +462,8 @@ class Bench:
                     time.sleep(0.05)
                 rebuilds.append((incremental, rebuilt.embedding_seconds, time.perf_counter() - started - incremental))
             incremental, embedding, follow = (float(np.median(column)) for column in zip(*rebuilds))
+            # The target is each rebuild's time beyond its own embedding (the first loads the model).
+            beyond_embedding = float(np.median([seconds - embedded for seconds, embedded, _ in rebuilds]))
             _latencies(server.base, [q.question for q in gold[:5]])
             started_all = []
             hits = sources = 0
@@ -484,7 +486,7 @@ class Bench:
         self.scale.append({
             "mode": mode, "chunks": report.chunks, "build_s": round(build, 1), "build_chunks_per_s": round(report.chunks / build, 1),
             "incremental_s": round(incremental, 2), "incremental_max_s": round(max(r[0] for r in rebuilds), 2),
-            "incremental_embedding_s": round(embedding, 3),
+            "incremental_embedding_s": round(embedding, 3), "incremental_beyond_embedding_s": round(beyond_embedding, 2),
             "cold_start_s": round(cold, 2), "restart_s": round(restart, 2), "follow_s": round(follow, 2),
             "query_p50_ms": round(_percentile(started_all, 50), 1),
             "query_p95_ms": round(_percentile(started_all, 95), 1), **{k: round(v) for k, v in memory.items()},
@@ -553,7 +555,9 @@ class Bench:
             self.row(f"of which private to the worker at {n}, MB (floor: a worker serving the seeds)",
                      r["worker_private_mb"], self.worker_floor.get("worker_private_mb"), "—", "MB")
             self.row(f"one-source rebuild at {n}, s, median of {REBUILDS} (floor: the median embedding)", r["incremental_s"],
-                     r["incremental_embedding_s"], "≤ floor + 3 s", "s", additive=True)
+                     r["incremental_embedding_s"], "—", "s", additive=True)
+            self.row(f"one-source rebuild at {n} beyond its own embedding, s, median of {REBUILDS}",
+                     r["incremental_beyond_embedding_s"], None, "≤ 3 s", "s")
             self.row(f"one-source rebuild at {n}, s, slowest of {REBUILDS} (floor: the median embedding)", r["incremental_max_s"],
                      r["incremental_embedding_s"], "—", "s", additive=True)
             self.row(f"cold start at {n}, s: the first start after its build", r["cold_start_s"], None, "≤ 4 s", "s")

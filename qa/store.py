@@ -22,15 +22,16 @@ from contextlib import closing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import chromadb
 import numpy as np
-from chromadb.config import Settings as ChromaSettings
-from chromadb.errors import NotFoundError
 
 from qa import versions
 from qa.config import Settings
+
+if TYPE_CHECKING:
+    import chromadb
 
 COLLECTION = "qa-chunks"  # embedded: each version's folder holds its own
 LEGACY_PREFIX = "qa-chunks-"  # server collections of index formats before 5, one per version
@@ -41,6 +42,11 @@ class StoreError(Exception):
 
 
 def _client(settings: Settings, version_dir: Path):
+    # Imported here, not with the module: 1.6 s of a worker's start, which a large version's store
+    # spends opening in the background while the worker answers (`qa.indexing.load_index`).
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if not settings.chroma_url:
         return chromadb.PersistentClient(path=str(version_dir / "chroma"), settings=chroma_settings)
@@ -139,6 +145,8 @@ class VectorStore:
         goes with its folder). Raises StoreError when the server cannot do it; a collection that
         does not exist is already forgotten."""
         if settings.chroma_url:
+            from chromadb.errors import NotFoundError
+
             try:
                 with closing(_client(settings, version_dir)) as client:
                     client.delete_collection(f"{LEGACY_PREFIX}{version}")

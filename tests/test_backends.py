@@ -162,6 +162,18 @@ def test_a_worker_answers_without_importing_torch_or_the_document_readers(seed_i
         assert (tmp_path / "onnx" / f"{model_fingerprint(embedder.model_path)}-onnx-w8" / META_FILE).is_file()
 
 
+def test_chroma_is_imported_when_a_store_opens_not_with_the_app(seed_index):
+    """Cold start: a large version's store opens in the background while the worker answers; importing
+    chromadb (1.6 s) happens there, not before the worker can load its index."""
+    script = ("import sys; from dataclasses import replace; from pathlib import Path; import qa.app, qa.published, qa.service; "
+              "before = 'chromadb' in sys.modules; from qa.config import Settings; from qa.indexing import load_index; "
+              f"index = load_index(replace(Settings.from_env(), index_dir=Path({str(seed_index.index_dir)!r}))); "
+              "index.opening.result(); print(before, 'chromadb' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False True"
+
+
 def test_a_quantized_export_that_fails_or_falls_short_is_refused_and_leaves_nothing_behind(embedder, tmp_path, monkeypatch):
     import qa.onnx_encoder as onnx_encoder
 

@@ -4,6 +4,7 @@ in their own process, a reused source keeps the text its offsets were computed o
 difference: an unchanged file is not read, an edit behind restored timestamps is still seen, an
 incremental build gives what a full build of the same folder gives, a damaged previous version
 is rebuilt in full."""
+import gc
 import os
 import shutil
 import subprocess
@@ -229,6 +230,30 @@ def test_an_edit_behind_restored_size_and_mtime_is_still_built(sources_copy, tmp
     index = load_index(settings)
     assert "Maracay" in index.sources[path.stem].text and "Caracas" not in index.sources[path.stem].text
     index.close()
+
+
+def test_a_build_runs_without_the_cyclic_collector_and_gives_it_back(sources_copy, tmp_path, embedder):
+    """The collector's passes over a build's many small objects took 0.10-0.20 s of a one-source
+    rebuild at 100k chunks; the build leaves it as it found it, built or failed."""
+    settings = Settings.from_env({"sources_dir": sources_copy, "index_dir": tmp_path / "index"})
+    IndexBuilder(settings, embedder=embedder).run()
+    path = sorted(sources_copy.glob("*.txt"))[0]
+    path.write_text(path.read_text(encoding="utf-8") + "\nThe Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
+    passes = []
+
+    def seen(phase, info):
+        if phase == "start":
+            passes.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        report = IndexBuilder(settings, embedder=embedder).run()
+        assert report.updated == [path.stem] and passes == [] and gc.isenabled()
+        with pytest.raises(Exception, match="missing"):
+            IndexBuilder(Settings.from_env({"sources_dir": tmp_path / "missing", "index_dir": tmp_path / "other"}), embedder=embedder).run()
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(seen)
 
 
 def test_an_incremental_build_gives_what_a_full_build_of_the_same_folder_gives(sources_copy, tmp_path, embedder):
