@@ -556,7 +556,7 @@ class Bench:
                      r["worker_private_mb"], self.worker_floor.get("worker_private_mb"), "—", "MB")
             self.row(f"one-source rebuild at {n}, s, median of {REBUILDS} (floor: the median embedding)", r["incremental_s"],
                      r["incremental_embedding_s"], "—", "s", additive=True)
-            self.row(f"one-source rebuild at {n} beyond its own embedding, s, median of {REBUILDS}",
+            self.row(f"one-source rebuild at {n}, s beyond its own embedding, median of {REBUILDS}",
                      r["incremental_beyond_embedding_s"], None, "≤ 3 s", "s")
             self.row(f"one-source rebuild at {n}, s, slowest of {REBUILDS} (floor: the median embedding)", r["incremental_max_s"],
                      r["incremental_embedding_s"], "—", "s", additive=True)
