@@ -8,11 +8,22 @@ index folder:
   the lines and array rows a version folder holds for it (its `sources.jsonl` and `chunks.jsonl`
   lines, sentence spans and vectors, chunk rows and vectors, its BM25 term counts, and its readings with the fingerprint
   of the code that made them, `qa.readings`) deflated, in base64 (`encode_payload`);
-- per version, its manifest (`version@<v>`), and `current`: the version being served, written just
-  after the build's own switch;
+- per version, its manifest (`version@<v>`).
+
+and, into a third, `<that name>-control`, the small records written while the index is served:
+
+- `current`: the version being served, written just after the build's own switch;
 - per stateless worker process, its lease (`lease@<host>-<pid>`): the versions it holds and when it
   last said so. The build's clean-up keeps them like the folder's own leases (`qa.versions`), and
   deletes the payloads and manifests no remaining version uses.
+
+They are apart because a write to the published collection costs more the more it holds: on
+`chroma run` (chromadb 1.5.9) with a 100k-chunk index published, an upsert of one tiny record took
+0.25-0.32 s there soon after the build, 0.05-0.06 s later on, and 0.009-0.015 s in a collection of
+its own; reads by id took 0.004 s in either.
+Builds before the control collection wrote `current` and leases into the published one: a worker
+follows a `current` found there first (a build of this code deletes it when it switches, so one
+there was written by an older build since), and the clean-up keeps what leases there name.
 
 Chroma does not search BM25 here: `chroma run` (chromadb 1.5.9) refuses a sparse vector index ("Failed
 to reconcile schema: Invalid schema input: Sparse vector indexing is not enabled in local"). A
@@ -57,6 +68,7 @@ from qa.store import StoreError, _client, collection_name
 from qa import versions
 
 SUFFIX = "-published"
+CONTROL_SUFFIX = "-control"
 PART_CHARS = 256_000  # text per record: a request of RECORDS_PER_REQUEST records stays under 17 MB
 RECORDS_PER_REQUEST = 64  # records per get or upsert
 CURRENT_TTL = 1.0  # a worker looks for a new current version at most this often (seconds)
@@ -143,7 +155,9 @@ class Publication:
     def __init__(self, settings: Settings, name: str):
         self.settings = settings
         self.name = name  # this collection's; the vectors' is `name` without SUFFIX
-        self._opened: tuple | None = None  # (client, collection)
+        self.control = name.removesuffix(SUFFIX) + CONTROL_SUFFIX
+        self._client = None
+        self._opened: dict[str, object] = {}  # collection name -> collection, through `_client`
         self._lock = threading.Lock()
 
     @classmethod
@@ -155,35 +169,38 @@ class Publication:
     def named(cls, settings: Settings, index_name: str) -> "Publication":
         return cls(settings, f"qa-index-{index_name}{SUFFIX}")
 
-    def _collection(self, create: bool = False):
-        """The collection, through one client kept for this object's life (making one costs ~0.1 s)."""
+    def _collection(self, name: str, create: bool = False):
+        """A collection, through one client kept for this object's life (making one costs ~0.1 s)."""
         with self._lock:
-            if self._opened is None:
-                client = _client(self.settings, self.settings.index_dir)
-                try:
-                    get = client.get_or_create_collection if create else client.get_collection
-                    self._opened = (client, get(self.name, embedding_function=None))
-                except BaseException:
-                    client.close()
-                    raise
-            return self._opened[1]
+            if self._client is None:
+                self._client = _client(self.settings, self.settings.index_dir)
+            if name not in self._opened:
+                get = self._client.get_or_create_collection if create else self._client.get_collection
+                self._opened[name] = get(name, embedding_function=None)
+            return self._opened[name]
 
     def close(self) -> None:
         with self._lock:
-            if self._opened is not None:
-                self._opened[0].close()
-                self._opened = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+                self._opened = {}
 
-    def _call(self, what: str, action, create: bool = False):
-        """Run `action(collection)`; a server that cannot do it is a StoreError saying what failed (and
-        the client is made anew next time: the server may have restarted or lost the collection)."""
+    def _call(self, what: str, action, create: bool = False, control: bool = False):
+        """Run `action(collection)` on the published collection (the control one if `control`); a server
+        that cannot do it is a StoreError saying what failed (and the client is made anew next time:
+        the server may have restarted or lost the collection)."""
         from chromadb.errors import NotFoundError
 
         try:
-            return action(self._collection(create))
+            return action(self._collection(self.control if control else self.name, create))
         except StoreError:
             raise
         except NotFoundError:
+            if control:  # published by a build before the control collection: nothing written there yet
+                with self._lock:
+                    self._opened.pop(self.control, None)
+                return action(None)
             self.close()
             raise StoreError(f"no index is published as {self.name} on the Chroma server at {self.settings.chroma_url}; "
                              "build it there with `qa index` (QA_CHROMA_URL set), which prints the name to serve") from None
@@ -217,14 +234,23 @@ class Publication:
         self._call("publish the index", lambda c: _put(c, records), create=True)
 
     def set_current(self, version: str) -> None:
+        """Name `version` in the control collection, then delete an older build's `current` from the
+        published one (which workers would follow first)."""
         self._call("switch the published version", lambda c: c.upsert(
-            ids=["current"], embeddings=[_placeholder("current")], metadatas=[{"kind": "current", "version": version}]), create=True)
+            ids=["current"], embeddings=[_placeholder("current")], metadatas=[{"kind": "current", "version": version}]),
+            create=True, control=True)
+
+        def drop_legacy(collection) -> None:
+            if collection.get(ids=["current"], include=[])["ids"]:
+                collection.delete(ids=["current"])
+        self._call("switch the published version", drop_legacy)
 
     def current(self) -> str | None:
         def read(collection) -> str | None:
-            got = collection.get(ids=["current"], include=["metadatas"])
+            got = collection.get(ids=["current"], include=["metadatas"]) if collection is not None else {"ids": []}
             return _checked_version(got["metadatas"][0].get("version")) if got["ids"] else None
-        return self._call("read the published version", read)
+        legacy = self._call("read the published version", read)  # an older build's, written after this code's
+        return legacy if legacy is not None else self._call("read the published version", read, control=True)
 
     def has_version(self, version: str) -> bool:
         got = self._call("look up a published version", lambda c: c.get(ids=[_part_id(f"version@{version}", 0)], include=[]))
@@ -264,15 +290,18 @@ class Publication:
         lease = f"lease@{_HOST}-{os.getpid()}-{_TOKEN}"  # a token: containers share hostnames and pids
         if held:
             self._call("write a lease", lambda c: c.upsert(ids=[lease], embeddings=[_placeholder(lease)], metadatas=[
-                {"kind": "lease", "versions": json.dumps(sorted(held)), "beat": _server_time(c)}]), create=True)
+                {"kind": "lease", "versions": json.dumps(sorted(held)), "beat": _server_time(c)}]), create=True, control=True)
         else:
-            self._call("drop a lease", lambda c: c.delete(ids=[lease]), create=True)
+            self._call("drop a lease", lambda c: c.delete(ids=[lease]), create=True, control=True)
 
     # -- the clean-up's side
 
     def held(self) -> set[str]:
-        """Versions named by live leases and `current`; dead leases are deleted."""
+        """Versions named by live leases and `current`, in the control collection and, written by older
+        code, the published one; dead leases are deleted."""
         def read(collection) -> set[str]:
+            if collection is None:
+                return set()
             got = collection.get(where={"kind": {"$in": ["lease", "current"]}}, include=["metadatas"])
             held, dead, now = set(), [], _server_time(collection)
             for record_id, meta in zip(got["ids"], got["metadatas"]):
@@ -286,7 +315,8 @@ class Publication:
             if dead:
                 collection.delete(ids=dead)
             return held
-        return self._call("read the stateless workers' leases", read, create=True)
+        return (self._call("read the stateless workers' leases", read, create=True)
+                | self._call("read the stateless workers' leases", read, control=True))
 
     def prune(self, keys: set[str], stale: dict[str, list[str]], remaining: list[str]) -> None:
         """Delete, from the index's vectors and from what is published, the records no remaining
@@ -303,7 +333,7 @@ class Publication:
         clauses.append({"$and": [{"kind": "version"}, {"version": {"$nin": remaining}}]} if remaining else {"kind": "version"})
 
         def delete(collection) -> None:
-            client = self._opened[0]
+            client = self._client
             try:
                 if not keys:
                     client.delete_collection(vectors)

@@ -33,8 +33,8 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
     client = chromadb.HttpClient(host="127.0.0.1", port=port)
     name = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["collection"]
     assert name == f"qa-index-{(index_dir / 'ID').read_text().split()[0]}"
-    # The index's collection, shared by its versions, and what stateless workers read (tests/test_stateless.py).
-    assert sorted(c.name for c in client.list_collections()) == [name, name + "-published"]
+    # The index's collection, shared by its versions, and what stateless workers read and write (tests/test_stateless.py).
+    assert sorted(c.name for c in client.list_collections()) == [name, name + "-control", name + "-published"]
     chunks = json.loads((index_dir / "versions" / old_version / "manifest.json").read_text())["chunk_count"]
     assert client.get_collection(name).count() == chunks
 
@@ -58,7 +58,7 @@ def test_two_workers_on_a_chroma_server_follow_a_rebuild(chroma_server, sources_
         assert any(NEW_SENTENCE in r["text"] for r in answer["results"])
         assert not any("La Orchila" in r["text"] for r in answer["results"])
 
-    assert sorted(c.name for c in client.list_collections()) == [name, name + "-published"]
+    assert sorted(c.name for c in client.list_collections()) == [name, name + "-control", name + "-published"]
     records = client.get_collection(name).get(include=["metadatas"])
     # The rebuild added only the edited source's records, under the new version; the rest are shared.
     added = [i for i, m in zip(records["ids"], records["metadatas"]) if m["embedded"] == new_version]

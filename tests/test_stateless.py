@@ -138,9 +138,10 @@ def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server,
     IndexBuilder(build, embedder=embedder).run()
     publication = Publication.of_index(build)
     publication.write_lease({"gone-worker-version"})  # this process's lease, then made stale
-    collection = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection(publication.name)
-    lease = collection.get(where={"kind": "lease"}, include=["metadatas"])
-    collection.upsert(ids=lease["ids"], embeddings=[[1.0, 0.0]], metadatas=[{**lease["metadatas"][0], "beat": time.time() - 1000}])
+    client = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port)
+    collection, control = client.get_collection(publication.name), client.get_collection(publication.control)
+    lease = control.get(where={"kind": "lease"}, include=["metadatas"])
+    control.upsert(ids=lease["ids"], embeddings=[[1.0, 0.0]], metadatas=[{**lease["metadatas"][0], "beat": time.time() - 1000}])
     _edit(sources_copy)
     (sources_copy / "new_source.txt").write_text("The Orinoco bridge opened to traffic in 2031.", encoding="utf-8")
     current = current_version(build.index_dir)
@@ -155,8 +156,42 @@ def test_the_clean_up_leaves_only_what_remaining_versions_publish(chroma_server,
     records = collection.get(include=["metadatas"])["metadatas"]
     assert {(m["source_id"], m["embedded"]) for m in records if m["kind"] == "source"} == {
         (sid, entry["embedded"]) for sid, entry in manifest["sources"].items()}
-    assert {m["version"] for m in records if m["kind"] in ("version", "current")} == {last.version}
-    assert not [m for m in records if m["kind"] == "lease"]  # the stale lease was deleted
+    assert {m["version"] for m in records if m["kind"] == "version"} == {last.version}
+    assert not [m for m in records if m["kind"] in ("lease", "current")]  # both in the control collection
+    assert [m["version"] for m in control.get(include=["metadatas"])["metadatas"]] == [last.version]  # the stale lease deleted
+
+
+def test_an_index_published_by_an_older_build_is_followed_and_its_leases_kept(chroma_server, sources_copy, tmp_path, embedder):
+    """Builds before the control collection wrote `current` and workers' leases into the published
+    collection. A worker follows a `current` found there (only an older build writes one); the
+    clean-up keeps the versions its leases name and deletes its dead ones; this code's next switch
+    deletes the older `current`, and the worker follows the control collection's."""
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    first = IndexBuilder(build, embedder=embedder).run()
+    publication = Publication.of_index(build)
+    client = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port)
+    collection = client.get_collection(publication.name)
+    client.delete_collection(publication.control)  # as an older build left the server
+    collection.upsert(ids=["current", "lease@old-worker", "lease@dead-worker"], embeddings=[[1.0, 0.0]] * 3, metadatas=[
+        {"kind": "current", "version": first.version},
+        {"kind": "lease", "versions": json.dumps(["20990101T000000-aaaaaa"]), "beat": client.heartbeat() / 1e9},
+        {"kind": "lease", "versions": json.dumps(["20990101T000000-bbbbbb"]), "beat": client.heartbeat() / 1e9 - 1000}])
+    assert publication.held() == {first.version, "20990101T000000-aaaaaa"}  # its current, its live lease
+    assert collection.get(ids=["lease@dead-worker"])["ids"] == []
+    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "worker", chroma_index=first.published), embedder=embedder)
+    assert worker.ask("What happened at La Orchila?", 3)["index_version"] == first.version
+
+    _edit(sources_copy)
+    second = IndexBuilder(build, embedder=embedder).run()
+    assert collection.get(ids=["current", "lease@old-worker"])["ids"] == ["lease@old-worker"]
+    assert Publication.of_index(build).current() == second.version
+    deadline = time.monotonic() + 60
+    while worker.index().version != second.version and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.index().version == second.version
+
+    collection.upsert(ids=["current"], embeddings=[[1.0, 0.0]], metadatas=[{"kind": "current", "version": first.version}])
+    assert Publication.of_index(build).current() == first.version  # an older build switched back after this code's
 
 
 def test_a_hostile_or_broken_server_record_is_refused_not_followed(chroma_server, sources_copy, tmp_path, embedder):
@@ -167,12 +202,14 @@ def test_a_hostile_or_broken_server_record_is_refused_not_followed(chroma_server
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("still here")
-    collection = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port).get_collection(
-        Publication.of_index(build).name)
-    collection.upsert(ids=["current"], embeddings=[[1.0, 0.0]], metadatas=[{"kind": "current", "version": "../../../victim"}])
-    worker = QAService(_settings(chroma_server, index_dir=tmp_path / "w" / "x", chroma_index=name), embedder=embedder)
-    health = worker.health()
-    assert health["status"] == "unavailable" and "which no build makes" in health["error"]
+    client = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port)
+    publication = Publication.of_index(build)
+    for collection in (publication.control, publication.name):  # this code's and older builds' place for it
+        client.get_collection(collection).upsert(ids=["current"], embeddings=[[1.0, 0.0]],
+                                                 metadatas=[{"kind": "current", "version": "../../../victim"}])
+        worker = QAService(_settings(chroma_server, index_dir=tmp_path / "w" / "x", chroma_index=name), embedder=embedder)
+        health = worker.health()
+        assert health["status"] == "unavailable" and "which no build makes" in health["error"]
     assert (victim / "keep.txt").read_text() == "still here"
 
 
