@@ -17,10 +17,10 @@ and, into a third, `<that name>-control`, the small records written while the in
   last said so. The build's clean-up keeps them like the folder's own leases (`qa.versions`), and
   deletes the payloads and manifests no remaining version uses.
 
-They are apart because a write to the published collection costs more the more it holds: on
+They are apart because a write to the published collection, beside every payload, is slower: on
 `chroma run` (chromadb 1.5.9) with a 100k-chunk index published, an upsert of one tiny record took
-0.25-0.32 s there soon after the build, 0.05-0.06 s later on, and 0.009-0.015 s in a collection of
-its own; reads by id took 0.004 s in either.
+0.24-0.32 s there soon after a restart of the server, 0.046-0.067 s later on, and 0.008-0.015 s in
+a collection of its own; reads by id took 0.004 s in either.
 Builds before the control collection wrote `current` and leases into the published one: a worker
 follows a `current` found there first (a build of this code deletes it when it switches, so one
 there was written by an older build since), and the clean-up keeps what leases there name.
