@@ -192,16 +192,22 @@ class Publication:
         the server may have restarted or lost the collection)."""
         from chromadb.errors import NotFoundError
 
+        name, collection = self.control if control else self.name, None
         try:
-            return action(self._collection(self.control if control else self.name, create))
+            try:
+                collection = self._collection(name, create)
+            except NotFoundError:
+                if not control:
+                    raise
+                collection = None  # published by a build before the control collection: nothing written there yet
+            return action(collection)
         except StoreError:
             raise
-        except NotFoundError:
-            if control:  # published by a build before the control collection: nothing written there yet
-                with self._lock:
-                    self._opened.pop(self.control, None)
-                return action(None)
+        except NotFoundError:  # not there, or deleted under a handle opened before (never read as empty)
             self.close()
+            if control and collection is not None:
+                raise StoreError(f"the collection {name} was deleted on the Chroma server at {self.settings.chroma_url} "
+                                 f"while in use (cannot {what}); the next call opens it again") from None
             raise StoreError(f"no index is published as {self.name} on the Chroma server at {self.settings.chroma_url}; "
                              "build it there with `qa index` (QA_CHROMA_URL set), which prints the name to serve") from None
         except Exception as err:

@@ -204,13 +204,39 @@ def test_a_hostile_or_broken_server_record_is_refused_not_followed(chroma_server
     (victim / "keep.txt").write_text("still here")
     client = __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port)
     publication = Publication.of_index(build)
-    for collection in (publication.control, publication.name):  # this code's and older builds' place for it
+    real = publication.current()
+
+    def put(collection: str, version: str) -> None:
         client.get_collection(collection).upsert(ids=["current"], embeddings=[[1.0, 0.0]],
-                                                 metadatas=[{"kind": "current", "version": "../../../victim"}])
-        worker = QAService(_settings(chroma_server, index_dir=tmp_path / "w" / "x", chroma_index=name), embedder=embedder)
-        health = worker.health()
-        assert health["status"] == "unavailable" and "which no build makes" in health["error"]
+                                                 metadatas=[{"kind": "current", "version": version}])
+
+    def refused() -> bool:
+        health = QAService(_settings(chroma_server, index_dir=tmp_path / "w" / "x", chroma_index=name), embedder=embedder).health()
+        return health["status"] == "unavailable" and "which no build makes" in health["error"]
+
+    put(publication.control, "../../../victim")
+    assert refused()
+    put(publication.control, real)
+    put(publication.name, "../../../victim")  # where an older build writes it, read first
+    assert refused()
     assert (victim / "keep.txt").read_text() == "still here"
+
+
+def test_a_control_collection_deleted_while_in_use_is_an_error_not_an_empty_one(chroma_server, sources_copy, tmp_path, embedder):
+    """Leases read from a collection deleted under an open handle must not read as "no worker holds
+    anything" (the clean-up would delete what workers serve): a StoreError, then a fresh look."""
+    from qa.store import StoreError
+
+    build = _settings(chroma_server, sources_dir=sources_copy, index_dir=tmp_path / "build")
+    IndexBuilder(build, embedder=embedder).run()
+    publication = Publication.of_index(build)
+    publication.write_lease({"20990101T000000-aaaaaa"})
+    assert "20990101T000000-aaaaaa" in publication.held()
+    __import__("chromadb").HttpClient(host="127.0.0.1", port=chroma_server.port).delete_collection(publication.control)
+    with pytest.raises(StoreError, match="deleted .* while in use"):
+        publication.held()
+    publication.write_lease({"20990101T000000-aaaaaa"})  # the next beat writes it again
+    assert "20990101T000000-aaaaaa" in publication.held()
 
 
 def test_a_pin_that_fails_holds_nothing(chroma_server, sources_copy, tmp_path, embedder):
