@@ -7,7 +7,7 @@ index folder:
 - per source and embedding version (shared by versions, as the vector records are): its payload,
   the lines and array rows a version folder holds for it (its `sources.jsonl` and `chunks.jsonl`
   lines, sentence spans and vectors, chunk rows and vectors, its BM25 term counts, and its readings with the fingerprint
-  of the code that made them, `qa.readings`) deflated, in base64 (`encode_payload`);
+  of the code that made them, `qa.readings`) in base64, deflated but for the vectors (`encode_payload`);
 - per version, its manifest (`version@<v>`).
 
 and, into a third, `<that name>-control`, the small records written while the index is served:
@@ -79,19 +79,25 @@ VERSION_NAME = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")  # qa.versions.new_version
 Key = tuple[str, str]  # (source id, version that embedded it)
 
 
-PAYLOAD_MAGIC = b"qa-payload-1\n"  # then a JSON list of [name, dtype, shape], a newline, the arrays' bytes: all deflated
-_NPZ_MAGIC = b"PK\x03\x04"  # payloads published before PAYLOAD_MAGIC: a compressed .npz (read still)
+PAYLOAD_MAGIC = b"qa-payload-2\n"  # then a JSON list of [name, dtype, shape, "z" or "r"], a newline, the deflated "z"
+# arrays' bytes, then the "r" arrays' bytes as they are
+_DEFLATED_MAGIC = b"qa-payload-1\n"  # the same header without the last field, then the arrays' bytes: all deflated (read still)
+_NPZ_MAGIC = b"PK\x03\x04"  # payloads published before either: a compressed .npz (read still)
 
 
 def encode_payload(entries: dict[str, np.ndarray | bytes]) -> str:
     """One source's rows and lines (named arrays and byte strings) as text for a metadata value:
-    one deflated buffer, not an .npz, whose arrays each cost a worker's copy a zip member and a
-    parsed header (at 103,070 chunks, 7.0 of a 28 s first copy went to opening them)."""
+    one buffer, not an .npz, whose arrays each cost a worker's copy a zip member and a parsed
+    header (at 103,070 chunks, 7.0 of a 28 s first copy went to opening them). Float arrays (the
+    vectors) go undeflated: float16 vectors deflate to 92-93% of their size, and inflating them was
+    most of the 2.58 s a worker's first copy at 100k chunks spent inflating."""
     arrays = {name: np.frombuffer(value, np.uint8) if isinstance(value, bytes) else np.ascontiguousarray(value)
               for name, value in entries.items()}
-    header = json.dumps([[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]).encode()
-    raw = b"".join([PAYLOAD_MAGIC, header, b"\n", *(a.tobytes() for a in arrays.values())])
-    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+    stored = {name: "r" if a.dtype.kind == "f" else "z" for name, a in arrays.items()}
+    header = json.dumps([[name, a.dtype.str, list(a.shape), stored[name]] for name, a in arrays.items()]).encode()
+    deflated = zlib.compress(b"".join(a.tobytes() for name, a in arrays.items() if stored[name] == "z"), 6)
+    plain = (a.tobytes() for name, a in arrays.items() if stored[name] == "r")
+    return base64.b64encode(b"".join([PAYLOAD_MAGIC, header, b"\n", deflated, *plain])).decode("ascii")
 
 
 def decode_payload(text: str) -> dict[str, np.ndarray]:
@@ -102,17 +108,33 @@ def decode_payload(text: str) -> dict[str, np.ndarray]:
         with np.load(io.BytesIO(packed)) as npz:
             return {name: npz[name] for name in npz.files}
     try:
-        raw = zlib.decompress(packed)
+        if packed.startswith(PAYLOAD_MAGIC):
+            magic, fields = PAYLOAD_MAGIC, 4
+            header, _, rest = packed[len(magic):].partition(b"\n")
+            inflate = zlib.decompressobj()
+            buffers = {"z": bytearray(inflate.decompress(rest)), "r": bytearray(inflate.unused_data)}
+            if not inflate.eof:
+                raise ValueError("a published payload ends inside its deflated part")
+        else:
+            raw = zlib.decompress(packed)
+            magic, fields = _DEFLATED_MAGIC, 3
+            if not raw.startswith(magic):
+                raise ValueError("a published payload does not start with its header")
+            header, _, rest = raw[len(magic):].partition(b"\n")
+            buffers = {"z": bytearray(rest)}
     except zlib.error as err:
         raise ValueError(f"a published payload is damaged ({err})") from None
-    if not raw.startswith(PAYLOAD_MAGIC) or (newline := raw.find(b"\n", len(PAYLOAD_MAGIC))) < 0:
-        raise ValueError("a published payload does not start with its header")
-    buffer = bytearray(raw)  # writable arrays, as np.load gives
-    at, out = newline + 1, {}
-    header = json.loads(raw[len(PAYLOAD_MAGIC) : newline])
-    if not isinstance(header, list) or not all(isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) for e in header):
+    try:
+        header = json.loads(header)
+    except ValueError:
+        raise ValueError("a published payload does not start with its header") from None
+    if not isinstance(header, list) or not all(isinstance(e, list) and len(e) == fields and isinstance(e[0], str) for e in header):
         raise ValueError("a published payload's header does not list its arrays")
-    for name, dtype, shape in header:
+    at, out = dict.fromkeys(buffers, 0), {}  # writable arrays (bytearrays), as np.load gives
+    for name, dtype, shape, *where in header:
+        where = where[0] if where else "z"
+        if where not in buffers:
+            raise ValueError(f"a published payload's {name} is stored neither deflated nor plain ({where!r})")
         if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             raise ValueError(f"a published payload's {name} has no shape")
         try:
@@ -122,11 +144,11 @@ def decode_payload(text: str) -> dict[str, np.ndarray]:
         if dtype.hasobject:
             raise ValueError(f"a published payload's {name} is not plain values")
         size = math.prod(shape) * dtype.itemsize
-        if at + size > len(buffer):
+        if at[where] + size > len(buffers[where]):
             raise ValueError(f"a published payload ends inside its {name}")
-        out[name] = np.frombuffer(buffer, dtype, math.prod(shape), at).reshape(shape)
-        at += size
-    if at != len(buffer):
+        out[name] = np.frombuffer(buffers[where], dtype, math.prod(shape), at[where]).reshape(shape)
+        at[where] += size
+    if any(at[where] != len(buffer) for where, buffer in buffers.items()):
         raise ValueError("a published payload holds more bytes than its arrays")
     return out
 

@@ -341,12 +341,26 @@ def test_a_payload_comes_back_as_it_went_and_a_damaged_one_is_refused():
     np.savez_compressed(buffer, rows=entries["rows"])
     assert np.array_equal(decode_payload(base64.b64encode(buffer.getvalue()).decode())["rows"], entries["rows"])
 
-    raw = zlib.decompress(base64.b64decode(encode_payload(entries)))
+    arrays = {name: np.frombuffer(v, np.uint8) if isinstance(v, bytes) else v for name, v in entries.items()}
+    header = json.dumps([[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]).encode()
+    older = b"".join([b"qa-payload-1\n", header, b"\n", *(a.tobytes() for a in arrays.values())])  # all deflated
+    back = decode_payload(base64.b64encode(zlib.compress(older)).decode())
+    assert all(np.array_equal(back[name], a) and back[name].dtype == a.dtype for name, a in arrays.items())
+
+    packed = base64.b64decode(encode_payload(entries))
+    assert entries["vectors"].tobytes() in packed  # undeflated
+    body = packed.index(b"\n", len("qa-payload-2\n")) + 1  # where the deflated part starts
+    flipped = bytearray(packed)
+    flipped[body + 4] ^= 0xFF
     damaged = [encode_payload(entries)[:-12], base64.b64encode(b"not a payload").decode()] + [
-        base64.b64encode(zlib.compress(changed)).decode()
-        for changed in (raw + b"x", raw[:-1], raw.replace(b'"<i8"', b'"|O"', 1), raw.replace(b"qa-payload-1", b"qa-payload-X"),
-            raw.replace(b'"<i8"', b'"no dtype"', 1), raw.replace(b"[5, 2]", b"[5, -2]", 1),
-            raw.replace(b'[["rows", "<i8", [5, 2]]', b'[["rows", "<i8"]', 1), raw.replace(b'[["rows"', b'[[7', 1))]
+        base64.b64encode(changed).decode()
+        for changed in (packed + b"x", packed[:-1], bytes(flipped), packed[: body + 3],
+            packed.replace(b'"<i8"', b'"|O"', 1), packed.replace(b"qa-payload-2", b"qa-payload-X"),
+            packed.replace(b'"<i8"', b'"no dtype"', 1), packed.replace(b"[5, 2]", b"[5, -2]", 1),
+            packed.replace(b'[["rows", "<i8", [5, 2], "z"]', b'[["rows", "<i8", [5, 2]]', 1),
+            packed.replace(b'[["rows"', b'[[7', 1), packed.replace(b'[7, 4], "r"]', b'[7, 4], "q"]', 1),
+            packed.replace(b"[7, 4]", b"[7, 5]", 1))
+    ] + [base64.b64encode(zlib.compress(changed)).decode() for changed in (older + b"x", older[:-1])]
     for text in damaged:
         with pytest.raises(ValueError):
             decode_payload(text)
