@@ -358,7 +358,7 @@ def test_a_payload_comes_back_as_it_went_and_a_damaged_one_is_refused():
             packed.replace(b'"<i8"', b'"|O"', 1), packed.replace(b"qa-payload-2", b"qa-payload-X"),
             packed.replace(b'"<i8"', b'"no dtype"', 1), packed.replace(b"[5, 2]", b"[5, -2]", 1),
             packed.replace(b'[["rows", "<i8", [5, 2], "z"]', b'[["rows", "<i8", [5, 2]]', 1),
-            packed.replace(b'[["rows"', b'[[7', 1), packed.replace(b'[7, 4], "r"]', b'[7, 4], "q"]', 1),
+            packed.replace(b'[["rows"', b'[[7', 1), packed.replace(b'[7, 4], "r"]', b'[7, 4], "q"]', 1), packed.replace(b'[7, 4], "r"]', b'[7, 4], ["r"]]', 1),
             packed.replace(b"[7, 4]", b"[7, 5]", 1))
     ] + [base64.b64encode(zlib.compress(changed)).decode() for changed in (older + b"x", older[:-1])]
     for text in damaged:
